@@ -1,0 +1,30 @@
+# Two entry points for people: `make demo` (set up and run) and `make test` (set up and test).
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN = $(VENV)/bin
+
+.PHONY: setup system-deps serve demo test lint bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+system-deps:
+	./scripts/system-deps.sh
+
+serve: setup
+	$(BIN)/marrowlink serve
+
+demo: setup
+	$(BIN)/marrowlink serve
+
+test: setup system-deps
+	./scripts/test.sh
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

@@ -1,0 +1,1 @@
+"""acquisition: the Metafer export reader, the virtual Metafer, AOI scan lists and WSI encoding."""

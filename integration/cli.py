@@ -1,0 +1,59 @@
+"""The `marrowlink` command line.
+
+Heavy imports (TensorFlow, pynetdicom, FastAPI) happen inside the commands, so `--help` is instant.
+Every command that touches the store takes `--data DIR` (or MARROWLINK_DATA).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="marrowlink",
+    help="AI bone-marrow smear differentials over DICOM and HL7. Research use only, not for clinical diagnosis.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+DataOption = Annotated[
+    Path | None,
+    typer.Option("--data", envvar="MARROWLINK_DATA", help="Data directory (index + blob store)."),
+]
+
+
+@app.command()
+def serve(
+    data: DataOption = None,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port (REST, DICOMweb, review pages).")] = None,
+    dicom_port: Annotated[int | None, typer.Option(help="DIMSE SCP port.")] = None,
+    mllp_port: Annotated[int | None, typer.Option(help="HL7 MLLP listener port.")] = None,
+    host: Annotated[str | None, typer.Option(help="HTTP bind address.")] = None,
+) -> None:
+    """Run everything in one process: HTTP, DIMSE SCP, MLLP listener, job runner. Ctrl-C stops it."""
+    from integration.service import run_service
+    from integration.settings import load_settings
+
+    settings = load_settings(
+        data_dir=data, http_port=http_port, dicom_port=dicom_port, mllp_port=mllp_port, http_host=host
+    )
+    run_service(settings)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    from importlib.metadata import version as dist_version
+
+    typer.echo(dist_version("marrowlink"))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

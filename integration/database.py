@@ -1,0 +1,76 @@
+"""The one index database: engine creation and Alembic migrations across all packages.
+
+Each package owns its tables and its own Alembic branch (``<package>/migrations/versions``, with a
+branch label equal to the package name); ``migrate`` upgrades every branch to its head, so packages
+evolve their schemas independently inside one history.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+#: Packages that own tables, in the order their models must be imported.
+TABLE_OWNERS = ("dicom_store", "hl7", "integration")
+
+_HERE = Path(__file__).resolve().parent
+
+
+def version_locations() -> list[str]:
+    """Every package's ``migrations/versions`` folder that exists."""
+    locations = []
+    for package in TABLE_OWNERS:
+        module = importlib.import_module(package)
+        folder = Path(module.__file__).resolve().parent / "migrations" / "versions"
+        if folder.is_dir():
+            locations.append(str(folder))
+    return locations
+
+
+def create_index_engine(url: str) -> Engine:
+    """An engine tuned for the index: SQLite in WAL mode with a busy timeout, or a pooled server DB."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+            cursor = dbapi_connection.cursor()
+            # WAL lets `serve` and CLI commands share the data dir; NORMAL keeps every commit across a
+            # process crash (kill -9), which is the durability the store promises.
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+
+
+def alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(_HERE / "migrations"))
+    config.set_main_option("version_locations", " ".join(version_locations()))
+    config.set_main_option("path_separator", "space")
+    config.attributes["engine"] = engine
+    return config
+
+
+def migrate(engine: Engine) -> None:
+    """Bring every package's tables to the newest schema (idempotent; safe on every start)."""
+    command.upgrade(alembic_config(engine), "heads")
+
+
+def open_index(url: str) -> Engine:
+    """Create the engine and migrate: what every command that touches the store calls first."""
+    engine = create_index_engine(url)
+    migrate(engine)
+    return engine

@@ -1,0 +1,132 @@
+"""Configuration: one typed object built from env vars, an optional TOML file, and CLI flags.
+
+Every other package takes plain constructor arguments; only `integration` reads configuration, so
+a package can be reused (and tested) without this module.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+#: pydicom's registered root; a site should configure its own (MARROWLINK_UID_ROOT).
+DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.8.498."
+
+
+class DuplicatePolicy(StrEnum):
+    """What happens when an instance with an already stored SOP Instance UID arrives."""
+
+    reject = "reject"
+    replace = "replace"
+    keep = "keep"
+
+
+class ApiToken(BaseModel):
+    """A bearer token and who holds it; roles: viewer, technologist, pathologist, admin, integrator."""
+
+    token: str
+    user: str
+    roles: list[str] = Field(default_factory=lambda: ["viewer"])
+
+
+class RemoteAe(BaseModel):
+    """A DICOM peer we may send to (C-MOVE destination, forwarding target)."""
+
+    ae_title: str
+    host: str
+    port: int
+
+
+class Settings(BaseSettings):
+    """All settings; env vars are prefixed MARROWLINK_ (DATABASE_URL is also read bare)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="MARROWLINK_",
+        env_nested_delimiter="__",
+        extra="ignore",
+    )
+
+    data_dir: Path = Field(
+        default=Path("marrowlink-data"), validation_alias=AliasChoices("MARROWLINK_DATA", "data_dir")
+    )
+    database_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("DATABASE_URL", "MARROWLINK_DATABASE_URL", "database_url")
+    )
+    broker_url: str | None = Field(default=None, validation_alias=AliasChoices("MARROWLINK_BROKER", "broker_url"))
+
+    http_host: str = "127.0.0.1"
+    http_port: int = 8000
+    dicom_host: str = "0.0.0.0"
+    dicom_port: int = 11112
+    mllp_host: str = "0.0.0.0"
+    mllp_port: int = 2575
+    public_url: str | None = None  # base URL that links in HL7/SR point to; default http://host:port
+
+    ae_title: str = "MARROWLINK"
+    #: Calling AE titles accepted by the SCP; empty means any.
+    allowed_aes: list[str] = Field(default_factory=list)
+    remote_aes: list[RemoteAe] = Field(default_factory=list)
+    forward_to: str | None = None  # AE title (from remote_aes) to forward results to
+
+    uid_root: str = DEFAULT_UID_ROOT
+    duplicate_policy: DuplicatePolicy = DuplicatePolicy.reject
+    max_request_bytes: int = 2 * 1024**3
+
+    tokens: list[ApiToken] = Field(default_factory=list)
+    dicomweb_public_read: bool = False
+    cors_origins: list[str] = Field(default_factory=list)
+
+    config_file: Path | None = Field(default=None, validation_alias=AliasChoices("MARROWLINK_CONFIG", "config_file"))
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        toml_path = os.environ.get("MARROWLINK_CONFIG")
+        if toml_path:
+            if not Path(toml_path).is_file():
+                raise FileNotFoundError(f"MARROWLINK_CONFIG points to {toml_path!r}, which is not a file")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
+        return tuple(sources)
+
+    @property
+    def effective_database_url(self) -> str:
+        """SQLite (WAL) under the data dir unless DATABASE_URL names another database."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
+        return f"http://{host}:{self.http_port}"
+
+    def remote_ae(self, ae_title: str) -> RemoteAe | None:
+        return next((r for r in self.remote_aes if r.ae_title == ae_title), None)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from env/TOML with CLI overrides (None values are ignored so defaults stay)."""
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})

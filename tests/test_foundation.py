@@ -1,0 +1,62 @@
+"""The foundation: settings, index migrations on SQLite and PostgreSQL, CLI start-up."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from sqlalchemy import inspect
+
+from integration.database import open_index
+from integration.settings import DuplicatePolicy, load_settings
+
+
+def test_settings_from_env_and_toml(tmp_path: Path, monkeypatch) -> None:
+    toml = tmp_path / "marrowlink.toml"
+    toml.write_text('http_port = 8123\nae_title = "LAB_AE"\nduplicate_policy = "replace"\n')
+    monkeypatch.setenv("MARROWLINK_CONFIG", str(toml))
+    monkeypatch.setenv("MARROWLINK_DICOM_PORT", "11999")
+    monkeypatch.setenv("DATABASE_URL", "postgresql+psycopg://x@h/db")
+    settings = load_settings(data_dir=tmp_path / "d", http_port=None)
+    assert settings.http_port == 8123
+    assert settings.dicom_port == 11999
+    assert settings.ae_title == "LAB_AE"
+    assert settings.duplicate_policy is DuplicatePolicy.replace
+    assert settings.effective_database_url == "postgresql+psycopg://x@h/db"
+    assert settings.data_dir == tmp_path / "d"
+
+
+def test_missing_config_file_is_a_clear_error(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("MARROWLINK_CONFIG", str(tmp_path / "nope.toml"))
+    try:
+        load_settings()
+    except FileNotFoundError as exc:
+        assert "nope.toml" in str(exc)
+    else:  # pragma: no cover
+        raise AssertionError("a missing config file must be an error")
+
+
+def test_migrations_are_idempotent(index_url: str) -> None:
+    engine = open_index(index_url)
+    tables = set(inspect(engine).get_table_names())
+    engine.dispose()
+    engine = open_index(index_url)  # second start: nothing to do, no error
+    assert set(inspect(engine).get_table_names()) == tables
+    assert "alembic_version" in tables
+    engine.dispose()
+
+
+def test_help_is_fast_and_does_not_import_tensorflow() -> None:
+    code = (
+        "import sys; from integration.cli import app; "
+        "assert 'tensorflow' not in sys.modules; assert 'pynetdicom' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run(
+        [str(Path(sys.executable).parent / "marrowlink"), "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Research use only" in out.stdout
