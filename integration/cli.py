@@ -51,6 +51,11 @@ def version() -> None:
     typer.echo(dist_version("marrowlink"))
 
 
+from integration.commands import register_all  # noqa: E402  (after the core commands, for help order)
+
+register_all(app)
+
+
 def main() -> None:
     app()
 
