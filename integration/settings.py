@@ -7,9 +7,8 @@ a package can be reused (and tested) without this module.
 from __future__ import annotations
 
 import os
-from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, Field
 from pydantic_settings import (
@@ -23,12 +22,8 @@ from pydantic_settings import (
 DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.8.498."
 
 
-class DuplicatePolicy(StrEnum):
-    """What happens when an instance with an already stored SOP Instance UID arrives."""
-
-    reject = "reject"
-    replace = "replace"
-    keep = "keep"
+#: What happens when an instance with an already stored SOP Instance UID arrives (dicom_store.DuplicatePolicy).
+DuplicatePolicy = Literal["reject", "replace", "keep"]
 
 
 class ApiToken(BaseModel):
@@ -79,7 +74,7 @@ class Settings(BaseSettings):
     forward_to: str | None = None  # AE title (from remote_aes) to forward results to
 
     uid_root: str = DEFAULT_UID_ROOT
-    duplicate_policy: DuplicatePolicy = DuplicatePolicy.reject
+    duplicate_policy: DuplicatePolicy = "reject"
     max_request_bytes: int = 2 * 1024**3
 
     tokens: list[ApiToken] = Field(default_factory=list)

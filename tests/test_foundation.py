@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import inspect
 
 from integration.database import open_index
-from integration.settings import DuplicatePolicy, load_settings
+from integration.settings import load_settings
 
 
 def test_settings_from_env_and_toml(tmp_path: Path, monkeypatch) -> None:
@@ -22,7 +22,7 @@ def test_settings_from_env_and_toml(tmp_path: Path, monkeypatch) -> None:
     assert settings.http_port == 8123
     assert settings.dicom_port == 11999
     assert settings.ae_title == "LAB_AE"
-    assert settings.duplicate_policy is DuplicatePolicy.replace
+    assert settings.duplicate_policy == "replace"
     assert settings.effective_database_url == "postgresql+psycopg://x@h/db"
     assert settings.data_dir == tmp_path / "d"
 

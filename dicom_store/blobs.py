@@ -1,0 +1,93 @@
+"""The blob store: immutable files named from SOP Instance UIDs, written atomically.
+
+A blob is written to a temp file, fsynced, renamed into place and its folder fsynced *before* the
+index row that points to it is committed; the index is the truth, so a crash leaves at most an orphan
+file (never an index row without its bytes). Files are never overwritten: a replacement gets a new
+name and the old file is removed after the index points to the new one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import secrets
+from pathlib import Path
+
+from dicom_store.errors import InvalidInstance
+
+#: PS3.5 §9.1: digits and dots, no leading zeros in a component, at most 64 characters.
+_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+
+
+def check_uid(uid: str, attribute: str = "SOPInstanceUID") -> str:
+    """Return ``uid`` stripped of DICOM padding, or raise naming the attribute."""
+    value = (uid or "").strip().rstrip("\x00").strip()
+    if not value:
+        raise InvalidInstance(f"{attribute} is missing or empty")
+    if len(value) > 64 or not _UID.match(value):
+        raise InvalidInstance(f"{attribute} {value[:80]!r} is not a valid DICOM UID (PS3.5 §9.1)")
+    return value
+
+
+class BlobStore:
+    """Files under ``root``; paths handed out are relative, so the data dir can move."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.tmp = self.root / "tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+
+    def new_relative_path(self, sop_instance_uid: str) -> str:
+        """A fresh name for this UID; the hash spreads files over folders and keeps names safe."""
+        digest = hashlib.sha256(check_uid(sop_instance_uid).encode()).hexdigest()
+        return f"{digest[:2]}/{digest[2:4]}/{digest[:32]}-{secrets.token_hex(4)}.dcm"
+
+    def absolute(self, relative: str) -> Path:
+        path = (self.root / relative).resolve()
+        if self.root.resolve() not in path.parents:
+            raise InvalidInstance(f"blob path {relative!r} leaves the blob store")
+        return path
+
+    def temp_file(self) -> Path:
+        """A temp path on the same filesystem, so the final rename is atomic."""
+        return self.tmp / f"{secrets.token_hex(12)}.part"
+
+    def commit_temp(self, temp: Path, relative: str) -> Path:
+        """fsync ``temp`` and rename it to ``relative``; the file is durable when this returns."""
+        final = self.absolute(relative)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, final)
+        _fsync_dir(final.parent)
+        return final
+
+    def write(self, relative: str, data: bytes) -> Path:
+        temp = self.temp_file()
+        with open(temp, "wb") as handle:
+            handle.write(data)
+        return self.commit_temp(temp, relative)
+
+    def remove(self, relative: str) -> None:
+        try:
+            self.absolute(relative).unlink()
+        except FileNotFoundError:
+            pass
+
+    def discard(self, temp: Path) -> None:
+        try:
+            temp.unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
