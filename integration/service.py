@@ -1,27 +1,127 @@
-"""`marrowlink serve`: HTTP, DIMSE and MLLP in one process, stopped cleanly by Ctrl-C / SIGTERM."""
+"""`marrowlink serve`: HTTP, DIMSE and MLLP in one process, stopped cleanly by Ctrl-C / SIGTERM.
+
+The components are built from Settings here and nowhere else; each package only sees plain arguments.
+Start order: index → store → DIMSE SCP → HTTP (+ MLLP, job runner in the same event loop). Stop order is
+the reverse, so nothing accepts work that it can no longer finish.
+"""
 
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
 
 import uvicorn
+from sqlalchemy import Engine
 
+from dicom_store import Store
 from integration.database import open_index
 from integration.settings import Settings
 
 log = logging.getLogger("marrowlink")
 
 
-def run_service(settings: Settings) -> None:
-    from api import create_app
+@dataclass
+class Components:
+    """What one `serve` process holds; also what tests and benchmarks build in-process."""
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings: Settings
+    engine: Engine
+    store: Store
+
+
+def build_components(settings: Settings) -> Components:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = open_index(settings.effective_database_url)
-    app = create_app()
-    config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_level="info")
-    server = uvicorn.Server(config)
+    store = Store(
+        engine,
+        settings.blob_dir,
+        duplicate_policy=settings.duplicate_policy,
+        max_instance_bytes=settings.max_request_bytes,
+    )
+    return Components(settings=settings, engine=engine, store=store)
+
+
+def build_dimse(components: Components):  # type: ignore[no-untyped-def]
+    from dicom_store.dimse import DimseServer
+
+    settings = components.settings
+    return DimseServer(
+        components.store,
+        ae_title=settings.ae_title,
+        host=settings.dicom_host,
+        port=settings.dicom_port,
+        allowed_aes=list(settings.allowed_aes),
+        remote_aes={r.ae_title: (r.host, r.port) for r in settings.remote_aes},
+    )
+
+
+def build_app(components: Components):  # type: ignore[no-untyped-def]
+    from api import ApiConfig, create_app
+
+    settings = components.settings
+    config = ApiConfig(
+        tokens=[t.model_dump() for t in settings.tokens],
+        cors_origins=list(settings.cors_origins),
+        dicomweb_public_read=settings.dicomweb_public_read,
+        max_request_bytes=settings.max_request_bytes,
+        base_url=settings.base_url,
+    )
+    return create_app(components.store, config)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn that also runs our asyncio components (MLLP, job runner) in its event loop."""
+
+    def __init__(self, config: uvicorn.Config, components: Components) -> None:
+        super().__init__(config)
+        self.components = components
+        self._stack = AsyncExitStack()
+
+    async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await self._stack.__aenter__()
+        for starter in _async_starters():
+            await starter(self.components, self._stack)
+        await super().startup(sockets=sockets)
+
+    async def shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
+        await super().shutdown(sockets=sockets)
+        await self._stack.aclose()
+
+
+def _async_starters() -> list:
+    """Components that live in the event loop; each registers its own stop on the exit stack."""
+    starters = []
     try:
-        server.run()
+        from integration.mllp import start_mllp  # type: ignore[import-not-found]
+
+        starters.append(start_mllp)
+    except ImportError:
+        log.warning("HL7 MLLP listener not available in this build")
+    return starters
+
+
+def run_service(settings: Settings) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    components = build_components(settings)
+    dimse = build_dimse(components)
+    app = build_app(components)
+    dimse.start()
+    log.info(
+        "marrowlink serving: HTTP %s:%d, DICOM %s@%s:%d, MLLP :%d (research use only, not for clinical diagnosis)",
+        settings.http_host,
+        settings.http_port,
+        settings.ae_title,
+        settings.dicom_host,
+        settings.dicom_port,
+        settings.mllp_port,
+    )
+    config = uvicorn.Config(
+        app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="on", access_log=False
+    )
+    try:
+        _Server(config, components).run()
     finally:
-        engine.dispose()
+        dimse.stop()
+        components.engine.dispose()
+        log.info("marrowlink stopped")
