@@ -1,0 +1,293 @@
+"""The durable outbox: outbound messages stored before sending, one in-order sender per destination.
+
+Rules (hl7_rules.md): a message is committed before the first byte leaves; the sender waits for the
+ACK whose MSA-2 matches and records it before moving on, so nothing is sent again after its ACK was
+recorded; time-outs and connection errors retry the same message with exponential back-off; AE/AR
+holds the destination's queue in order until an operator releases it, except ERR-3 206 ("record
+locked"), which is retried a bounded number of times.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from hl7apy.core import Message
+from sqlalchemy import Engine, func, update
+from sqlmodel import Session, col, select
+
+from hl7.ack import AckReply
+from hl7.encoding import read_header
+from hl7.mllp import MllpConnection
+from hl7.tables import OutboxMessage, utcnow
+
+log = logging.getLogger("marrowlink.hl7.outbox")
+
+QUEUED, HELD, SENT = "queued", "held", "sent"
+
+
+class Outbox:
+    """Enqueue, list and release outbound messages; every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def enqueue(self, message: Message | str, destination: str, *, reference: str = "") -> OutboxMessage:
+        """Store a message for `destination` ("host:port"); its MSH-10 is the ACK key."""
+        payload = message.to_er7() if isinstance(message, Message) else message
+        header = read_header(payload)[0]
+        _split_destination(destination)
+        row = OutboxMessage(
+            destination=destination,
+            control_id=header.control_id,
+            message_type=header.message_type,
+            reference=reference,
+            payload=payload,
+        )
+        with Session(self.engine, expire_on_commit=False) as session:
+            session.add(row)
+            session.commit()
+        return row
+
+    def get(self, entry_id: int) -> OutboxMessage | None:
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.get(OutboxMessage, entry_id)
+
+    def entries(
+        self, *, state: str | None = None, destination: str | None = None, limit: int = 200
+    ) -> list[OutboxMessage]:
+        """Newest first, for operators (`marrowlink hl7 outbox`, the API)."""
+        query = select(OutboxMessage).order_by(col(OutboxMessage.id).desc()).limit(limit)
+        if state:
+            query = query.where(OutboxMessage.state == state)
+        if destination:
+            query = query.where(OutboxMessage.destination == destination)
+        with Session(self.engine, expire_on_commit=False) as session:
+            return list(session.exec(query).all())
+
+    def counts(self) -> dict[str, int]:
+        with Session(self.engine) as session:
+            rows = session.exec(select(OutboxMessage.state, func.count()).group_by(OutboxMessage.state)).all()
+        return {state: count for state, count in rows}
+
+    def release(self, entry_id: int) -> OutboxMessage:
+        """Operator action: a held message goes back to the queue and is sent next, attempts reset."""
+        with Session(self.engine, expire_on_commit=False) as session:
+            row = session.get(OutboxMessage, entry_id)
+            if row is None:
+                raise KeyError(f"no outbox message with id {entry_id}")
+            if row.state == SENT:
+                raise ValueError(f"outbox message {entry_id} was already sent and acknowledged")
+            row.state, row.attempts, row.next_attempt_at = QUEUED, 0, None
+            session.add(row)
+            session.commit()
+            return row
+
+    def destinations(self) -> list[str]:
+        """Destinations with work left (queued or held)."""
+        query = select(OutboxMessage.destination).where(OutboxMessage.state != SENT).distinct()
+        with Session(self.engine) as session:
+            return list(session.exec(query).all())
+
+    # --- used by the sender -------------------------------------------------------------------
+
+    def head(self, destination: str) -> OutboxMessage | None:
+        """The oldest unsent message of a destination: the only one that may be sent now."""
+        query = (
+            select(OutboxMessage)
+            .where(OutboxMessage.destination == destination, OutboxMessage.state != SENT)
+            .order_by(col(OutboxMessage.id))
+            .limit(1)
+        )
+        with Session(self.engine, expire_on_commit=False) as session:
+            return session.exec(query).first()
+
+    def record(self, entry_id: int, **values: object) -> None:
+        """Update one row, never touching a row already recorded as sent."""
+        with Session(self.engine) as session:
+            session.exec(  # type: ignore[call-overload]
+                update(OutboxMessage).where(OutboxMessage.id == entry_id, OutboxMessage.state != SENT).values(**values)
+            )
+            session.commit()
+
+
+def _split_destination(destination: str) -> tuple[str, int]:
+    host, sep, port = destination.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise ValueError(f"destination must be HOST:PORT, got {destination!r}")
+    return host, int(port)
+
+
+@dataclass
+class RetryPolicy:
+    """Back-off after a failed attempt: initial · 2^(attempts-1), capped; all times in seconds."""
+
+    initial: float = 1.0
+    maximum: float = 300.0
+    temporary_retries: int = 5  # ERR-3 206 answers retried before the queue is held
+    connect_timeout: float = 5.0
+    ack_timeout: float = 10.0
+    poll_interval: float = 1.0  # how often an idle sender looks for work queued by other processes
+
+    def delay(self, attempts: int) -> float:
+        return min(self.maximum, self.initial * 2 ** max(0, attempts - 1))
+
+
+class OutboxSender:
+    """Sends one destination's queue in order; `start()`/`stop()` inside a running event loop."""
+
+    def __init__(self, engine: Engine, destination: str, policy: RetryPolicy | None = None) -> None:
+        self.outbox = Outbox(engine)
+        self.destination = destination
+        self.policy = policy or RetryPolicy()
+        host, port = _split_destination(destination)
+        self.connection = MllpConnection(
+            host, port, connect_timeout=self.policy.connect_timeout, ack_timeout=self.policy.ack_timeout
+        )
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.sent = 0
+
+    def wake(self) -> None:
+        """Something was enqueued or released: look now instead of at the next poll."""
+        self._wake.set()
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"outbox {self.destination}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.connection.close()
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wake.wait(), max(0.0, seconds))
+        self._wake.clear()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                waited = await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a database hiccup must not end the sender
+                log.exception("outbox %s: unexpected error", self.destination)
+                waited = self.policy.poll_interval
+            if waited:
+                await self._sleep(waited)
+
+    async def step(self) -> float:
+        """Try the head of the queue once; returns how long to wait before the next step (0: go on)."""
+        entry = await asyncio.to_thread(self.outbox.head, self.destination)
+        if entry is None or entry.state == HELD:
+            return self.policy.poll_interval
+        if entry.next_attempt_at is not None:
+            wait = (entry.next_attempt_at - utcnow()).total_seconds()
+            if wait > 0:
+                return min(wait, self.policy.poll_interval)
+        try:
+            reply = await self.connection.exchange(entry.payload, entry.control_id)
+        except (OSError, TimeoutError) as exc:
+            await self.connection.close()
+            await asyncio.to_thread(self._retry, entry, f"{type(exc).__name__}: {exc}")
+            return 0.0
+        await asyncio.to_thread(self._answered, entry, reply)
+        return 0.0
+
+    def _retry(self, entry: OutboxMessage, error: str) -> None:
+        attempts = entry.attempts + 1
+        delay = self.policy.delay(attempts)
+        log.warning(
+            "outbox %s: message %s attempt %d failed (%s); retry in %.1f s",
+            self.destination,
+            entry.id,
+            attempts,
+            error,
+            delay,
+        )
+        self.outbox.record(
+            entry.id,  # type: ignore[arg-type]
+            attempts=attempts,
+            last_error=error,
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+        )
+
+    def _answered(self, entry: OutboxMessage, reply: AckReply) -> None:
+        attempts = entry.attempts + 1
+        if reply.accepted:
+            self.outbox.record(
+                entry.id,
+                state=SENT,
+                attempts=attempts,
+                ack_code=reply.code,
+                ack=reply.text,
+                sent_at=utcnow(),
+                last_error=None,  # type: ignore[arg-type]
+            )
+            self.sent += 1
+            return
+        error = f"{reply.code} {reply.error_code} {reply.error_text}".strip()
+        if reply.temporary and attempts <= self.policy.temporary_retries:
+            self._retry(entry, error)
+            return
+        log.error("outbox %s: message %s answered %s; queue held until released", self.destination, entry.id, error)
+        self.outbox.record(
+            entry.id,
+            state=HELD,
+            attempts=attempts,
+            ack_code=reply.code,
+            ack=reply.text,
+            last_error=error,  # type: ignore[arg-type]
+        )  # type: ignore[arg-type]
+
+
+class OutboxDispatcher:
+    """One `OutboxSender` per destination that has work, discovered from the outbox table."""
+
+    def __init__(self, engine: Engine, policy: RetryPolicy | None = None) -> None:
+        self.engine = engine
+        self.policy = policy or RetryPolicy()
+        self.senders: dict[str, OutboxSender] = {}
+        self._task: asyncio.Task | None = None
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+        for sender in self.senders.values():
+            sender.wake()
+
+    async def start(self) -> None:
+        await self._discover()
+        self._task = asyncio.create_task(self._watch(), name="outbox dispatcher")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await asyncio.gather(*(sender.stop() for sender in self.senders.values()))
+        self.senders.clear()
+
+    async def _discover(self) -> None:
+        for destination in await asyncio.to_thread(Outbox(self.engine).destinations):
+            if destination not in self.senders:
+                sender = OutboxSender(self.engine, destination, self.policy)
+                self.senders[destination] = sender
+                await sender.start()
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.policy.poll_interval)
+            self._wake.clear()
+            try:
+                await self._discover()
+            except Exception:
+                log.exception("outbox dispatcher: discovery failed")

@@ -1,0 +1,57 @@
+"""The hl7 package's tables in the index database: inbound messages with their ACKs, and the outbox.
+
+Times are timezone-aware UTC (SQLModel's UTCDateTime stores them the same way on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class InboundMessage(SQLModel, table=True):
+    """A received message, stored raw before it is acknowledged; (sender, control_id) de-duplicates."""
+
+    __tablename__ = "hl7_inbound"
+    __table_args__ = (UniqueConstraint("sender", "control_id", name="uq_hl7_inbound_sender_control"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    sender: str = Field(max_length=400)  # MSH-3|MSH-4
+    control_id: str = Field(max_length=200)  # MSH-10
+    message_type: str = Field(default="", max_length=20)
+    received_at: datetime = Field(default_factory=utcnow)
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    #: received → processed (AA) or rejected (AE/AR stored); a row left in "received" was never
+    #: answered with a final ACK, so a re-send is processed again.
+    status: str = Field(default="received", max_length=12)
+    ack_code: str | None = Field(default=None, max_length=2)
+    ack: str | None = Field(default=None, sa_column=Column(Text))
+    error: str | None = Field(default=None, sa_column=Column(Text))
+
+
+class OutboxMessage(SQLModel, table=True):
+    """An outbound message, stored before it is sent; sent once its ACK (matching MSA-2) is recorded."""
+
+    __tablename__ = "hl7_outbox"
+    __table_args__ = (Index("ix_hl7_outbox_destination_state", "destination", "state", "id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    destination: str = Field(max_length=255)  # host:port
+    control_id: str = Field(max_length=200, unique=True)
+    message_type: str = Field(default="", max_length=20)
+    reference: str = Field(default="", max_length=200)  # e.g. filler order number, for operators
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    state: str = Field(default="queued", max_length=10)  # queued | held | sent
+    attempts: int = 0
+    next_attempt_at: datetime | None = None
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    ack_code: str | None = Field(default=None, max_length=2)
+    ack: str | None = Field(default=None, sa_column=Column(Text))
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
