@@ -51,6 +51,8 @@ class _Segment:
         self._fields: dict[int, list[str]] = {}
         self._delims = delims
         for child in element.children:
+            if child.name is None:
+                continue  # a field beyond the segment's definition in this version: not ours to read
             number = int(child.name.rsplit("_", 1)[1])
             self._fields.setdefault(number, []).append(child.to_er7())
 

@@ -1,0 +1,165 @@
+"""The domain: patients, cases (one order = one accession), slides, and the append-only audit log.
+
+Orders create cases (integration/orders.py); the API reads them; every change is written to
+`AuditLog` in the same transaction as the change itself, so the log cannot miss one. Times are
+timezone-aware UTC (SQLModel's UTCDateTime on SQLite and PostgreSQL).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import Column, Text, UniqueConstraint
+from sqlmodel import Field, Session, SQLModel, col, select
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CaseStatus(StrEnum):
+    """Where a case stands; result states follow DESIGN.md §3 (preliminary / final / corrected)."""
+
+    ORDERED = "ordered"
+    CANCELLED = "cancelled"
+    PRELIMINARY = "preliminary"
+    FINAL = "final"
+    CORRECTED = "corrected"
+
+
+class Patient(SQLModel, table=True):
+    """A person; `merged_into_id` points to the survivor after an ADT^A40 merge."""
+
+    __tablename__ = "patients"
+
+    id: int | None = Field(default=None, primary_key=True)
+    family_name: str = Field(default="", max_length=200)
+    given_name: str = Field(default="", max_length=200)
+    middle_name: str = Field(default="", max_length=200)
+    birth_date: date | None = None
+    sex: str = Field(default="", max_length=2)
+    merged_into_id: int | None = Field(default=None, foreign_key="patients.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class PatientIdentifier(SQLModel, table=True):
+    """One PID-3 identifier (id + assigning authority) of a patient; unique across patients."""
+
+    __tablename__ = "patient_identifiers"
+    __table_args__ = (UniqueConstraint("value", "authority", name="uq_patient_identifier"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    patient_id: int = Field(foreign_key="patients.id", index=True)
+    value: str = Field(max_length=200)
+    authority: str = Field(default="", max_length=200)
+    type_code: str = Field(default="", max_length=10)
+
+
+class Case(SQLModel, table=True):
+    """One order (accession number) for one patient; owns its slides."""
+
+    __tablename__ = "cases"
+
+    id: int | None = Field(default=None, primary_key=True)
+    accession_number: str = Field(max_length=200, unique=True)
+    placer_order_number: str = Field(default="", max_length=200)
+    #: OBR-3 of every ORU for this case (P → F → C refer to it); assigned once, never changed.
+    filler_order_number: str = Field(default="", max_length=200)
+    patient_id: int = Field(foreign_key="patients.id", index=True)
+    ordering_provider_id: str = Field(default="", max_length=200)
+    ordering_provider_name: str = Field(default="", max_length=400)
+    status: str = Field(default=CaseStatus.ORDERED.value, max_length=20)
+    priority: str = Field(default="R", max_length=2)
+    service_code: str = Field(default="", max_length=100)
+    service_text: str = Field(default="", max_length=400)
+    collected_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class Slide(SQLModel, table=True):
+    """One physical smear; its barcode is the DICOM Container Identifier of every image of it."""
+
+    __tablename__ = "slides"
+
+    id: int | None = Field(default=None, primary_key=True)
+    case_id: int = Field(foreign_key="cases.id", index=True)
+    barcode: str = Field(max_length=200, unique=True)
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class AuditLog(SQLModel, table=True):
+    """Append-only (database triggers refuse UPDATE and DELETE): who changed what, when, from where."""
+
+    __tablename__ = "audit_log"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=200)  # "hl7:LIS|HOSP", "user:jdoe", …
+    action: str = Field(max_length=60)  # "case.created", "patient.merged", …
+    entity: str = Field(max_length=40)
+    entity_id: str = Field(max_length=200)
+    details: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+
+
+def audit(session: Session, actor: str, action: str, entity: str, entity_id: object, **details: Any) -> None:
+    """Add an audit record to the caller's transaction (committed, or rolled back, with the change)."""
+    session.add(
+        AuditLog(
+            actor=actor,
+            action=action,
+            entity=entity,
+            entity_id=str(entity_id),
+            details=json.dumps(details, default=str, ensure_ascii=False, sort_keys=True),
+        )
+    )
+
+
+def get_case(session: Session, accession_number: str) -> Case | None:
+    return session.exec(select(Case).where(Case.accession_number == accession_number)).first()
+
+
+def list_cases(session: Session, *, status: str | None = None, limit: int = 100, offset: int = 0) -> list[Case]:
+    query = select(Case).order_by(col(Case.id).desc()).offset(offset).limit(limit)
+    if status:
+        query = query.where(Case.status == status)
+    return list(session.exec(query).all())
+
+
+def case_slides(session: Session, case_id: int) -> list[Slide]:
+    return list(session.exec(select(Slide).where(Slide.case_id == case_id).order_by(col(Slide.id))).all())
+
+
+def patient_identifiers(session: Session, patient_id: int) -> list[PatientIdentifier]:
+    query = (
+        select(PatientIdentifier).where(PatientIdentifier.patient_id == patient_id).order_by(col(PatientIdentifier.id))
+    )
+    return list(session.exec(query).all())
+
+
+def find_patient(session: Session, identifiers: list[tuple[str, str]]) -> Patient | None:
+    """The (surviving) patient holding any of the (value, authority) identifiers."""
+    for value, authority in identifiers:
+        query = select(PatientIdentifier).where(
+            PatientIdentifier.value == value, PatientIdentifier.authority == authority
+        )
+        found = session.exec(query).first()
+        if found is not None:
+            patient = session.get(Patient, found.patient_id)
+            while patient is not None and patient.merged_into_id is not None:
+                patient = session.get(Patient, patient.merged_into_id)
+            return patient
+    return None
+
+
+def audit_entries(session: Session, *, entity: str | None = None, entity_id: str | None = None) -> list[AuditLog]:
+    query = select(AuditLog).order_by(col(AuditLog.id))
+    if entity:
+        query = query.where(AuditLog.entity == entity)
+    if entity_id:
+        query = query.where(AuditLog.entity_id == entity_id)
+    return list(session.exec(query).all())
