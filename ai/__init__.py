@@ -11,3 +11,39 @@ import os
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The typed results and the catalogue are cheap (numpy only); networks load on first use.
+from ai.catalogue import CELL_CLASSES, CRITICAL_CLASSES, QUALITY_CLASSES, UNIDENTIFIED
+from ai.results import Cell, CellDetections, Differential
+
+__all__ = [
+    "CELL_CLASSES",
+    "CRITICAL_CLASSES",
+    "QUALITY_CLASSES",
+    "UNIDENTIFIED",
+    "AoiModel",
+    "Cell",
+    "CellClassifier",
+    "CellDetections",
+    "CellSegmenter",
+    "Differential",
+    "analyze_fovs",
+    "train",
+]
+
+_LAZY = {
+    "AoiModel": "ai.inference",
+    "CellClassifier": "ai.inference",
+    "CellSegmenter": "ai.inference",
+    "analyze_fovs": "ai.inference",
+    "train": "ai.training",
+}
+
+
+def __getattr__(name: str):
+    """Inference classes and `train` on first access, so `import ai` never pulls TensorFlow in."""
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ai' has no attribute {name!r}")

@@ -1,0 +1,79 @@
+"""Augmentation that covers the differences between microscopes, stains and cameras (numpy/OpenCV).
+
+Geometric changes (flips, 90° rotations, scale) are applied to the targets too; photometric ones
+(stain jitter in optical-density space, HSV, brightness/contrast/gamma, blur, noise, JPEG) only to the
+image. Stain jitter works on optical density because May-Grünwald-Giemsa dyes mix by Beer-Lambert
+absorbance: mixing OD channels imitates a different stain batch or staining time, which RGB scaling cannot.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def geometric(rng: np.random.Generator, image: np.ndarray, *targets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Random flip and 90° rotation, identical for the image and its targets."""
+    k = int(rng.integers(4))
+    flip = bool(rng.integers(2))
+    out = []
+    for a in (image, *targets):
+        a = np.rot90(a, k)
+        if flip:
+            a = a[:, ::-1]
+        out.append(np.ascontiguousarray(a))
+    return tuple(out)
+
+
+def rescale(
+    rng: np.random.Generator, image: np.ndarray, *targets: np.ndarray, jitter: float = 0.15
+) -> tuple[np.ndarray, ...]:
+    """Scale jitter: a different objective or camera pixel size (targets resized by nearest neighbour)."""
+    f = float(np.exp(rng.uniform(np.log(1 - jitter), np.log(1 + jitter))))
+    h, w = image.shape[:2]
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    out = [cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)]
+    out += [cv2.resize(t, size, interpolation=cv2.INTER_NEAREST) for t in targets]
+    return tuple(out)
+
+
+def stain_jitter(rng: np.random.Generator, image: np.ndarray, strength: float = 0.08) -> np.ndarray:
+    od = -np.log((image.astype(np.float32) + 1.0) / 256.0)
+    mix = np.eye(3, dtype=np.float32) + rng.normal(0, strength * 0.5, (3, 3)).astype(np.float32)
+    mix *= rng.uniform(1 - 2 * strength, 1 + 2 * strength, 3).astype(np.float32)[None, :]
+    od = od @ mix
+    return np.clip(256.0 * np.exp(-od) - 1.0, 0, 255).astype(np.uint8)
+
+
+def hsv_jitter(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV).astype(np.float32)
+    hsv[..., 0] = (hsv[..., 0] + rng.uniform(-6, 6)) % 180
+    hsv[..., 1] *= rng.uniform(0.8, 1.25)
+    hsv[..., 2] *= rng.uniform(0.9, 1.1)
+    return cv2.cvtColor(np.clip(hsv, 0, 255).astype(np.uint8), cv2.COLOR_HSV2RGB)
+
+
+def photometric(rng: np.random.Generator, image: np.ndarray, strength: float = 1.0) -> np.ndarray:
+    """Stain, colour, illumination and camera changes on a uint8 RGB image."""
+    if rng.random() < 0.8:
+        image = stain_jitter(rng, image, 0.08 * strength)
+    if rng.random() < 0.5:
+        image = hsv_jitter(rng, image)
+    x = image.astype(np.float32)
+    if rng.random() < 0.8:
+        contrast = rng.uniform(1 - 0.2 * strength, 1 + 0.2 * strength)
+        x = (x - x.mean()) * contrast + x.mean() + rng.uniform(-20, 20) * strength
+        x *= rng.uniform(0.92, 1.08, 3)[None, None, :]  # white balance
+    if rng.random() < 0.3:
+        x = 255.0 * (np.clip(x, 0, 255) / 255.0) ** rng.uniform(0.8, 1.25)
+    if rng.random() < 0.3:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 1.2 * strength + 0.01))
+    if rng.random() < 0.4:
+        x += rng.normal(0, rng.uniform(1, 6 * strength + 0.01), x.shape).astype(np.float32)
+    image = np.clip(x, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3:
+        quality = int(rng.integers(40, 95))
+        ok, buf = cv2.imencode(".jpg", image[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if ok:
+            image = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    return image

@@ -1,0 +1,162 @@
+"""Evaluation on arrays (no simulator import here: integration generates the held-out data).
+
+Also holds the threshold choices made on validation data at the end of training, so that evaluation
+and threshold selection measure exactly the same thing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+from ai.catalogue import CRITICAL_CLASSES, GOOD_QUALITY
+from ai.metrics import DetectionCounts, classification_report, detection_counts, f_beta, top_n_good_share
+
+FOREGROUND_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+MIN_AREA_GRID_UM2 = (6.0, 12.0, 20.0)
+
+
+def evaluate_detections(
+    detections: Sequence, true_masks: Sequence[np.ndarray], distractors: Sequence[np.ndarray | None]
+) -> DetectionCounts:
+    """Cell-level counts of predicted CellDetections against full-resolution instance-id images."""
+    total = DetectionCounts()
+    for det, truth, dis in zip(detections, true_masks, distractors, strict=True):
+        total = total + detection_counts(truth, det.label_image(), dis)
+    return total
+
+
+def select_seg_thresholds(segmenter, maps: Sequence[np.ndarray], fov_shapes, pixel_size_um: float,
+                          true_masks, distractors) -> tuple[dict[str, float], dict]:  # fmt: skip
+    """Foreground threshold and minimum cell area maximising F-beta (beta^2 = 5, recall 5:1) on
+    validation FOVs from the simulator; returns the thresholds and the chosen operating point's metrics."""
+    best: tuple[float, dict[str, float], dict] | None = None
+    for fg, min_area in itertools.product(FOREGROUND_GRID, MIN_AREA_GRID_UM2):
+        dets = [
+            segmenter.detections(segmenter.instances(m, foreground=fg, min_area_um2=min_area), s, pixel_size_um)
+            for m, s in zip(maps, fov_shapes, strict=True)
+        ]
+        counts = evaluate_detections(dets, true_masks, distractors)
+        score = f_beta(counts.precision, counts.sensitivity)
+        if best is None or score > best[0]:
+            best = (score, {"foreground": fg, "min_area_um2": min_area}, counts.summary())
+    assert best is not None
+    return best[1], best[2]
+
+
+def select_confidence_threshold(
+    probabilities: np.ndarray, y_true: np.ndarray, target_accuracy: float = 0.95, max_unidentified: float = 0.15
+) -> float:
+    """The lowest confidence threshold at which the cells kept reach `target_accuracy`, but never one that
+    sends more than `max_unidentified` of validation cells to the "unidentified" review bin."""
+    conf = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == y_true
+    cap = float(np.quantile(conf, max_unidentified)) if len(conf) else 0.0
+    for t in np.round(np.arange(0.2, 0.96, 0.05), 2):
+        kept = conf >= t
+        if kept.any() and correct[kept].mean() >= target_accuracy:
+            return float(min(t, cap))
+    return float(min(0.5, cap))
+
+
+def evaluate_cls(classifier, crops: np.ndarray, labels: Sequence[str]) -> dict:
+    """Classification report over crops with true class codes (codes the model does not know are
+    reported and left out)."""
+    index = {c: i for i, c in enumerate(classifier.classes)}
+    known = np.array([lab in index for lab in labels], bool)
+    probs = classifier.classify(crops[known])
+    y = np.array([index[lab] for lab, k in zip(labels, known, strict=True) if k], int)
+    report = classification_report(probs, y, classifier.classes, CRITICAL_CLASSES, classifier.confidence_threshold)
+    report["unknown_labels"] = int((~known).sum())
+    return report
+
+
+def evaluate_aoi(model, tiles: Sequence[np.ndarray], labels: Sequence[str], groups: Sequence[int], n: int = 50) -> dict:
+    """Top-n share in {optimal, acceptable} per overview (group), pooled, plus tile accuracy."""
+    probs = model.score_tiles(tiles)
+    score = model.good_score(probs)
+    labels = list(labels)
+    groups = np.asarray(groups)
+    chosen_good, chosen = 0, 0
+    per_group = {}
+    for g in np.unique(groups):
+        idx = np.nonzero(groups == g)[0]
+        share = top_n_good_share(score[idx], [labels[i] for i in idx], n, GOOD_QUALITY)
+        k = min(n, len(idx))
+        per_group[int(g)] = share
+        chosen_good += round(share * k)
+        chosen += k
+    pred = [model.card.classes[i] for i in probs.argmax(axis=1)]
+    classes = list(model.card.classes)
+    report = classification_report(probs, np.array([classes.index(lab) for lab in labels]), classes, GOOD_QUALITY)
+    return {
+        "n_tiles": len(labels),
+        "n_overviews": len(per_group),
+        "top_n": n,
+        "top_n_good_share": chosen_good / chosen if chosen else float("nan"),
+        "top_n_good_share_per_overview": per_group,
+        "tile_accuracy": float(np.mean([p == t for p, t in zip(pred, labels, strict=True)])) if labels else None,
+        "per_class_recall": report["per_class_recall"],
+        "confusion_matrix": report["confusion_matrix"],
+        "classes": classes,
+    }
+
+
+def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
+    """Network and colour-threshold baseline on a `make-dataset seg` folder, FOV by FOV at full resolution.
+
+    Also the sensitivity per true cell class (cells.csv), since missing critical cells matters most.
+    """
+    import csv
+    import time
+    from pathlib import Path
+
+    from ai.baseline import threshold_nuclei
+    from ai.data import read_ids, read_manifest, read_rgb
+    from ai.metrics import match_instances, overlap_table
+
+    data_dir = Path(data_dir)
+    manifest = read_manifest(data_dir, "seg")
+    px = float(manifest.get("pixel_size_um") or segmenter.source_pixel_size_um)
+    files = sorted(p.name for p in (data_dir / "images").glob("*.png"))
+    cell_class: dict[tuple[str, int], str] = {}
+    if (data_dir / "cells.csv").exists():
+        with (data_dir / "cells.csv").open(newline="") as f:
+            for row in csv.DictReader(f):
+                cell_class[(row["file"], int(row["instance_id"]))] = row["class"]
+    net, base = DetectionCounts(), DetectionCounts()
+    per_class: dict[str, list[int]] = {}
+    seconds = 0.0
+    for i in range(0, len(files), batch):
+        names = files[i : i + batch]
+        images = [read_rgb(data_dir / "images" / n) for n in names]
+        t = time.perf_counter()
+        dets = segmenter.segment(images, px)
+        seconds += time.perf_counter() - t
+        for name, image, det in zip(names, images, dets, strict=True):
+            truth = read_ids(data_dir / "masks" / name)
+            dpath = data_dir / "distractors" / name
+            dis = read_ids(dpath) if dpath.exists() else None
+            pred = det.label_image()
+            net = net + detection_counts(truth, pred, dis)
+            base = base + detection_counts(truth, threshold_nuclei(image, px).label_image(), dis)
+            ids_t, _, inter, area_t, area_p = overlap_table(truth, pred)
+            union = area_t[:, None] + area_p[None, :] - inter
+            found = {int(ids_t[r]) for r, _ in match_instances(np.where(union > 0, inter / np.maximum(union, 1), 0))}
+            for tid in ids_t:
+                code = cell_class.get((name, int(tid)), "?")
+                hit = per_class.setdefault(code, [0, 0])
+                hit[0] += int(tid) in found
+                hit[1] += 1
+    return {
+        "n_fovs": len(files),
+        "pixel_size_um": px,
+        "network": net.summary(),
+        "baseline_colour_threshold": base.summary(),
+        "sensitivity_per_class": {c: h[0] / h[1] for c, h in sorted(per_class.items())},
+        "seconds_per_fov_segmentation": seconds / max(1, len(files)),
+        "thresholds": segmenter.card.thresholds,
+        "model": {"arch": segmenter.card.arch, "sha256": segmenter.card.weights_sha256},
+    }

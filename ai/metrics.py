@@ -1,0 +1,206 @@
+"""Evaluation metrics, pure numpy, so they can be tested on hand-made cases and used without TensorFlow.
+
+Definitions (also in docs/ai.md):
+- A true cell is *found* when a predicted cell matches it with IoU >= 0.5, one-to-one (greedy by IoU).
+- sensitivity = found / true cells; precision = matched predictions / predictions.
+- A distractor (red cell, platelet, debris) is *reported* when some predicted cell has IoU >= 0.5 with it,
+  or an *unmatched* predicted cell (one that found no true cell) covers >= 50 % of the distractor's area.
+  A correctly found nucleated cell that happens to lie on top of a red cell therefore does not count
+  against specificity. specificity = distractors not reported / all distractors.
+- F-beta weights recall beta^2 = 5 times as much as precision (the seed's 5:1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+RECALL_WEIGHT = 5.0  # beta^2
+
+
+def overlap_table(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pairwise intersections of the instances in two label images (0 = background).
+
+    Returns (ids_a, ids_b, intersection[len(a), len(b)], area_a, area_b).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"label images differ in shape: {a.shape} vs {b.shape}")
+    ids_a = np.unique(a[a > 0])
+    ids_b = np.unique(b[b > 0])
+    idx_a = np.searchsorted(ids_a, a.ravel())
+    idx_b = np.searchsorted(ids_b, b.ravel())
+    both = (a.ravel() > 0) & (b.ravel() > 0)
+    inter = np.zeros((len(ids_a), len(ids_b)), np.int64)
+    if both.any():
+        np.add.at(inter, (idx_a[both], idx_b[both]), 1)
+    area_a = np.bincount(idx_a[a.ravel() > 0], minlength=len(ids_a)) if len(ids_a) else np.zeros(0, np.int64)
+    area_b = np.bincount(idx_b[b.ravel() > 0], minlength=len(ids_b)) if len(ids_b) else np.zeros(0, np.int64)
+    return ids_a, ids_b, inter, area_a, area_b
+
+
+def match_instances(iou: np.ndarray, threshold: float = 0.5) -> list[tuple[int, int]]:
+    """One-to-one matches (row, col) with IoU >= threshold, greedily from the highest IoU."""
+    rows, cols = np.nonzero(iou >= threshold)
+    order = np.argsort(-iou[rows, cols], kind="stable")
+    used_r: set[int] = set()
+    used_c: set[int] = set()
+    pairs = []
+    for k in order:
+        r, c = int(rows[k]), int(cols[k])
+        if r not in used_r and c not in used_c:
+            used_r.add(r)
+            used_c.add(c)
+            pairs.append((r, c))
+    return pairs
+
+
+def _iou(inter: np.ndarray, area_a: np.ndarray, area_b: np.ndarray) -> np.ndarray:
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+
+
+@dataclass
+class DetectionCounts:
+    """Cell-level counts over one or many FOVs; add them up, then read the rates."""
+
+    true_cells: int = 0
+    found: int = 0
+    predicted: int = 0
+    matched_predictions: int = 0
+    distractors: int = 0
+    distractors_reported: int = 0
+
+    def __add__(self, other: DetectionCounts) -> DetectionCounts:
+        return DetectionCounts(*(x + y for x, y in zip(asdict(self).values(), asdict(other).values(), strict=True)))
+
+    @property
+    def sensitivity(self) -> float:
+        return self.found / self.true_cells if self.true_cells else float("nan")
+
+    @property
+    def specificity(self) -> float:
+        return 1.0 - self.distractors_reported / self.distractors if self.distractors else float("nan")
+
+    @property
+    def precision(self) -> float:
+        return self.matched_predictions / self.predicted if self.predicted else float("nan")
+
+    @property
+    def f_beta(self) -> float:
+        return f_beta(self.precision, self.sensitivity)
+
+    def summary(self) -> dict:
+        return {
+            **asdict(self),
+            "sensitivity": self.sensitivity,
+            "specificity": self.specificity,
+            "precision": self.precision,
+            "f_beta": self.f_beta,
+            "beta_squared": RECALL_WEIGHT,
+        }
+
+
+def f_beta(precision: float, recall: float, beta_squared: float = RECALL_WEIGHT) -> float:
+    if not precision or not recall or np.isnan(precision) or np.isnan(recall):
+        return 0.0
+    return (1 + beta_squared) * precision * recall / (beta_squared * precision + recall)
+
+
+def detection_counts(
+    true_labels: np.ndarray, pred_labels: np.ndarray, distractors: np.ndarray | None = None, iou: float = 0.5
+) -> DetectionCounts:
+    """Cell-level counts for one FOV from instance-id images of the same shape (0 = background)."""
+    ids_t, ids_p, inter, area_t, area_p = overlap_table(true_labels, pred_labels)
+    pairs = match_instances(_iou(inter, area_t, area_p), iou)
+    counts = DetectionCounts(
+        true_cells=len(ids_t), found=len(pairs), predicted=len(ids_p), matched_predictions=len(pairs)
+    )
+    if distractors is not None:
+        ids_d, _, inter_d, area_d, area_p2 = overlap_table(distractors, pred_labels)
+        counts.distractors = len(ids_d)
+        if len(ids_d) and len(ids_p):
+            iou_d = _iou(inter_d, area_d, area_p2)
+            unmatched = np.ones(len(ids_p), bool)
+            unmatched[[c for _, c in pairs]] = False
+            covered = (inter_d / np.maximum(area_d[:, None], 1)) >= 0.5
+            reported = (iou_d >= iou).any(axis=1) | (covered & unmatched[None, :]).any(axis=1)
+            counts.distractors_reported = int(reported.sum())
+    return counts
+
+
+# ----------------------------------------------------------------------------------------------- classes
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Rows = true class, columns = predicted class."""
+    cm = np.zeros((n_classes, n_classes), np.int64)
+    np.add.at(cm, (np.asarray(y_true, int), np.asarray(y_pred, int)), 1)
+    return cm
+
+
+def per_class_recall(cm: np.ndarray) -> np.ndarray:
+    """Recall (the seed's 'per-class accuracy') per class; NaN for classes without examples."""
+    support = cm.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+
+
+def calibration(probabilities: np.ndarray, y_true: np.ndarray, bins: int = 15) -> tuple[float, list[dict[str, float]]]:
+    """Expected calibration error of the top-class confidence and the reliability curve (per bin)."""
+    conf = probabilities.max(axis=1)
+    correct = probabilities.argmax(axis=1) == np.asarray(y_true)
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    which = np.clip(np.digitize(conf, edges[1:-1]), 0, bins - 1)
+    ece = 0.0
+    curve = []
+    for b in range(bins):
+        sel = which == b
+        if not sel.any():
+            continue
+        acc, mean_conf = float(correct[sel].mean()), float(conf[sel].mean())
+        ece += sel.mean() * abs(acc - mean_conf)
+        curve.append({"lower": float(edges[b]), "upper": float(edges[b + 1]), "confidence": mean_conf,
+                      "accuracy": acc, "count": int(sel.sum())})  # fmt: skip
+    return float(ece), curve
+
+
+def classification_report(
+    probabilities: np.ndarray,
+    y_true: np.ndarray,
+    classes: Sequence[str],
+    critical: Sequence[str],
+    confidence_threshold: float = 0.0,
+) -> dict:
+    """Per-class recall, the median over all classes with examples and over the critical ones, ECE."""
+    y_true = np.asarray(y_true, int)
+    y_pred = probabilities.argmax(axis=1)
+    cm = confusion_matrix(y_true, y_pred, len(classes))
+    recall = per_class_recall(cm)
+    crit_idx = [i for i, c in enumerate(classes) if c in set(critical)]
+    ece, curve = calibration(probabilities, y_true)
+    confident = probabilities.max(axis=1) >= confidence_threshold
+    return {
+        "n": len(y_true),
+        "accuracy": float((y_pred == y_true).mean()) if len(y_true) else float("nan"),
+        "per_class_recall": {c: (None if np.isnan(r) else float(r)) for c, r in zip(classes, recall, strict=True)},
+        "median_recall": float(np.nanmedian(recall)) if np.isfinite(recall).any() else float("nan"),
+        "critical_median_recall": float(np.nanmedian(recall[crit_idx]))
+        if np.isfinite(recall[crit_idx]).any()
+        else float("nan"),
+        "unidentified_share": float(1.0 - confident.mean()) if len(y_true) else 0.0,
+        "accuracy_when_confident": float((y_pred == y_true)[confident].mean()) if confident.any() else float("nan"),
+        "ece": ece,
+        "reliability": curve,
+        "confusion_matrix": cm.tolist(),
+        "classes": list(classes),
+    }
+
+
+# ------------------------------------------------------------------------------------------------- AOI
+def top_n_good_share(good_score: np.ndarray, labels: Sequence[str], n: int, good: Sequence[str]) -> float:
+    """Share of the n best-scored grid tiles whose true quality is in `good` (optimal/acceptable)."""
+    order = np.argsort(-np.asarray(good_score), kind="stable")[:n]
+    if not len(order):
+        return float("nan")
+    good_set = set(good)
+    return float(np.mean([labels[i] in good_set for i in order]))

@@ -1,0 +1,65 @@
+"""Segmentation training: random crops at working scale, recall-weighted loss, then the foreground
+threshold and minimum cell area chosen on validation FOVs at cell level (F-beta, beta^2 = 5)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ai.models import ModelCard
+
+
+def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
+    import tf_keras as keras
+
+    from ai.architectures import build
+    from ai.data import load_seg, read_ids, split_by_seed
+    from ai.evaluation import select_seg_thresholds
+    from ai.inference import CellSegmenter, predict_maps
+    from ai.training import _finish, _training_info
+    from ai.training.losses import foreground_recall, segmentation_loss
+    from ai.training.sequences import SegmentationCrops
+
+    data = load_seg(data_dir, opts.seg_scale)
+    train_idx, val_idx = split_by_seed(data.seeds, opts.val_fraction)
+    if not len(val_idx):
+        val_idx = train_idx[-1:]
+    params = {**(opts.arch_params or {})}
+    model = build("seg", arch, weights=opts.weights, **params)
+    model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate), loss=segmentation_loss,
+                  metrics=[foreground_recall])  # fmt: skip
+    steps = opts.steps_per_epoch or max(1, 4 * len(train_idx) // opts.batch_size)
+    seq = SegmentationCrops([data.images[i] for i in train_idx], [data.targets[i] for i in train_idx],
+                            opts.batch_size, steps, opts.input_size, seed=opts.seed)  # fmt: skip
+    val = SegmentationCrops([data.images[i] for i in val_idx], [data.targets[i] for i in val_idx],
+                            opts.batch_size, max(1, len(val_idx) // max(1, opts.batch_size // 2)),
+                            opts.input_size, seed=opts.seed + 1, augment_images=False)  # fmt: skip
+    val_fixed = [val[i] for i in range(len(val))]  # the same validation crops every epoch
+    val_x = np.concatenate([v[0] for v in val_fixed])
+    val_y = np.concatenate([v[1] for v in val_fixed])
+    from ai.training import _callbacks
+
+    hist = model.fit(seq, validation_data=(val_x, val_y), epochs=opts.epochs, verbose=opts.verbose,
+                     callbacks=_callbacks(out, opts.patience, "val_loss", "min"))  # fmt: skip
+
+    source_px = float(data.manifest.get("pixel_size_um") or 0.086)
+    card = ModelCard(
+        kind="seg", arch=arch, classes=["nucleated_cell"], input_size=opts.input_size,
+        pixel_size_um=source_px / opts.seg_scale, arch_params=params,
+        thresholds={"foreground": 0.5, "centre": 0.5, "min_area_um2": 12.0, "tile": 512},
+        training=_training_info(data_dir, data.manifest, opts, len(train_idx), len(val_idx),
+                                source_pixel_size_um=source_px, scale=opts.seg_scale),
+    )  # fmt: skip
+    segmenter = CellSegmenter(model, card)
+    maps = predict_maps(model, [data.images[i] for i in val_idx], 512, 48, multiple=32)
+    truth = [read_ids(data_dir / "masks" / data.files[i]) for i in val_idx]
+    distractors = []
+    for i in val_idx:
+        path = data_dir / "distractors" / data.files[i]
+        distractors.append(read_ids(path) if path.exists() else None)
+    chosen, metrics = select_seg_thresholds(segmenter, maps, [t.shape for t in truth], source_px, truth, distractors)
+    card.thresholds.update(chosen)
+    card.metrics = {"validation": metrics, "threshold_rule": "max F-beta (beta^2=5) on validation FOVs"}
+    _finish(model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}, card, out)
+    return card

@@ -1,0 +1,101 @@
+"""Keras Sequences that sample and augment uint8 arrays held in memory."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import tf_keras as keras
+
+from ai import augment
+
+
+class BalancedImages(keras.utils.Sequence):
+    """Class-balanced sampling (each class equally likely, then a random example of it), augmented.
+
+    Balanced sampling rather than loss weights: the reported metric is the median per-class recall,
+    and rare critical classes (APL, HAC) need to be seen often, under many augmentations.
+    """
+
+    def __init__(self, images, labels, n_classes, batch_size, steps, seed=0, augment_images=True, balance=True):
+        super().__init__()
+        self.images, self.labels, self.n_classes = images, labels, n_classes
+        self.batch_size, self.steps, self.augment_images = batch_size, steps, augment_images
+        self.rng = np.random.default_rng(seed)
+        self.by_class = [np.nonzero(labels == c)[0] for c in range(n_classes)]
+        self.present = [c for c in range(n_classes) if len(self.by_class[c])]
+        self.balance = balance
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def _pick(self) -> int:
+        if self.balance:
+            members = self.by_class[self.present[int(self.rng.integers(len(self.present)))]]
+            return int(members[self.rng.integers(len(members))])
+        return int(self.rng.integers(len(self.labels)))
+
+    def __getitem__(self, _):
+        idx = [self._pick() for _ in range(self.batch_size)]
+        x = np.stack([self._augment(self.images[i]) for i in idx]).astype(np.float32)
+        y = keras.utils.to_categorical(self.labels[idx], self.n_classes)
+        return x, y
+
+    def _augment(self, image: np.ndarray) -> np.ndarray:
+        if not self.augment_images:
+            return image
+        (image,) = augment.geometric(self.rng, image)
+        if self.rng.random() < 0.5:
+            s = image.shape[0]
+            (scaled,) = augment.rescale(self.rng, image, jitter=0.12)
+            image = _fit(scaled, s)
+        return augment.photometric(self.rng, image)
+
+
+def _fit(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre-crop or reflect-pad to size x size (keeps the cell centred after scale jitter)."""
+    h, w = image.shape[:2]
+    if h < size or w < size:
+        dy, dx = max(0, size - h), max(0, size - w)
+        image = cv2.copyMakeBorder(image, dy // 2, dy - dy // 2, dx // 2, dx - dx // 2, cv2.BORDER_REFLECT_101)
+        h, w = image.shape[:2]
+    y, x = (h - size) // 2, (w - size) // 2
+    return image[y : y + size, x : x + size]
+
+
+class SegmentationCrops(keras.utils.Sequence):
+    """Random square crops of FOVs at working scale with their (foreground, centre) targets, augmented."""
+
+    def __init__(self, images, targets, batch_size, steps, crop, seed=0, augment_images=True):
+        super().__init__()
+        self.images, self.targets = images, targets
+        self.batch_size, self.steps, self.crop, self.augment_images = batch_size, steps, crop, augment_images
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __getitem__(self, _):
+        xs, ys = [], []
+        for _ in range(self.batch_size):
+            k = int(self.rng.integers(len(self.images)))
+            image, target = self.images[k], self.targets[k]
+            if self.augment_images and self.rng.random() < 0.5:
+                image, target = augment.rescale(self.rng, image, target, jitter=0.15)
+            image, target = self._crop(image, target)
+            if self.augment_images:
+                image, target = augment.geometric(self.rng, image, target)
+                image = augment.photometric(self.rng, image)
+            xs.append(image)
+            ys.append(target)
+        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+
+    def _crop(self, image, target):
+        c = self.crop
+        h, w = image.shape[:2]
+        if h < c or w < c:
+            dy, dx = max(0, c - h), max(0, c - w)
+            image = cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101)
+            target = cv2.copyMakeBorder(target, 0, dy, 0, dx, cv2.BORDER_CONSTANT, value=0)
+            h, w = image.shape[:2]
+        y, x = int(self.rng.integers(h - c + 1)), int(self.rng.integers(w - c + 1))
+        return image[y : y + c, x : x + c], target[y : y + c, x : x + c]
