@@ -1,0 +1,219 @@
+"""A slide scan as DICOM VL Whole Slide Microscopy instances (PS3.3 A.32.8).
+
+One series per scan: the 40x FOVs as one TILED_SPARSE level whose pixel matrix spans the whole
+overview at 40x (only the captured tiles exist), then the 10x overview and its halvings as TILED_FULL
+levels. All levels cover the same area of the slide, share the Frame of Reference and Container
+Identifier, so a viewer shows one pyramid and zooms from the overview into the captured fields.
+highdicom has no WSI constructor and wsidicom writes only TILED_FULL, so the datasets are built here
+with pydicom, to the rules in reference/dicom_viewers.md, and checked by dciodvfy and wsidicom.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage
+
+from acquisition.wsi import modules
+from acquisition.wsi.context import SlideContext
+from acquisition.wsi.geometry import PixelGrid
+from acquisition.wsi.tiles import PlacedFov, SparseTile, pyramid, tile_full, tile_sparse
+
+TILE = 256
+_COLUMN_POSITION = 0x0048021E
+_ROW_POSITION = 0x0048021F
+_PLANE_POSITION_SLIDE = 0x0048021A
+
+
+@dataclass(frozen=True)
+class FovCapture:
+    """One 40x field of view: top-left stage position (µm) and a loader for its RGB pixels."""
+
+    x_um: float
+    y_um: float
+    width: int
+    height: int
+    load: Callable[[], np.ndarray]
+    focus_um: float | None = None
+
+
+def encode_slide(
+    *,
+    overview: np.ndarray,
+    overview_origin_um: tuple[float, float],
+    overview_pixel_size_um: float,
+    fovs: Sequence[FovCapture],
+    fov_pixel_size_um: float,
+    context: SlideContext,
+    overview_objective_power: float = 10.0,
+    fov_objective_power: float = 40.0,
+    tile: int = TILE,
+) -> list[Dataset]:
+    """Encode one scan; returns the datasets in instance-number order (40x first)."""
+    if overview.ndim != 3 or overview.shape[2] != 3 or overview.dtype != np.uint8:
+        raise ValueError(f"overview must be RGB uint8 (H, W, 3), got {overview.dtype} {overview.shape}")
+    if fov_pixel_size_um <= 0 or overview_pixel_size_um <= 0:
+        raise ValueError("pixel sizes must be positive")
+    if fovs:
+        overview, overview_pixel_size_um = _align_to_power_of_two(overview, overview_pixel_size_um, fov_pixel_size_um)
+    overview_grid = PixelGrid(
+        overview_origin_um[0], overview_origin_um[1], overview_pixel_size_um, overview.shape[1], overview.shape[0]
+    )
+    datasets = []
+    number = 1
+    if fovs:
+        fov_grid = PixelGrid(
+            overview_origin_um[0],
+            overview_origin_um[1],
+            fov_pixel_size_um,
+            int(np.ceil(overview_grid.width_mm * 1000 / fov_pixel_size_um)),
+            int(np.ceil(overview_grid.height_mm * 1000 / fov_pixel_size_um)),
+        )
+        placed = []
+        for fov in fovs:
+            column, row = fov_grid.stage_to_pixel(fov.x_um, fov.y_um)
+            placed.append(PlacedFov(round(column), round(row), fov.width, fov.height, fov.load))
+        sparse = tile_sparse(placed, tile, fov_grid.columns, fov_grid.rows)
+        datasets.append(
+            _sparse_level(sparse, fov_grid, context, tile=tile, objective_power=fov_objective_power, number=number)
+        )
+        number += 1
+    for index, level in enumerate(pyramid(overview, tile)):
+        scale = overview.shape[1] / level.shape[1]
+        grid = PixelGrid(
+            overview_grid.origin_x_um,
+            overview_grid.origin_y_um,
+            overview_pixel_size_um * scale,
+            level.shape[1],
+            level.shape[0],
+        )
+        frames = tile_full(level, tile)
+        image_type = (
+            ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"] if index == 0 else ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"]
+        )
+        ds = _base(
+            context, grid, image_type=image_type, tile=tile, objective_power=overview_objective_power, number=number
+        )
+        ds.DimensionOrganizationType = "TILED_FULL"
+        _pixels(ds, frames, grid, tile)
+        datasets.append(ds)
+        number += 1
+    return datasets
+
+
+def _align_to_power_of_two(
+    overview: np.ndarray, overview_pixel_size_um: float, fov_pixel_size_um: float
+) -> tuple[np.ndarray, float]:
+    """Resample the overview so its pixel size is the 40x size times a power of two.
+
+    Readers (wsidicom, DMV) build the pyramid from pixel-spacing ratios and expect them to be powers
+    of two; a real 10x/40x pair with one camera already is (ratio 4), a binned or odd overview is not.
+    """
+    ratio = overview_pixel_size_um / fov_pixel_size_um
+    target = fov_pixel_size_um * 2 ** max(0, round(np.log2(ratio)))
+    if abs(target - overview_pixel_size_um) / target < 0.005:
+        return overview, overview_pixel_size_um
+    scale = overview_pixel_size_um / target
+    size = (max(1, round(overview.shape[1] * scale)), max(1, round(overview.shape[0] * scale)))
+    interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+    return cv2.resize(overview, size, interpolation=interpolation), target
+
+
+def _base(
+    context: SlideContext, grid: PixelGrid, *, image_type: list[str], tile: int, objective_power: float, number: int
+) -> Dataset:
+    ds = Dataset()
+    ds.SOPClassUID = VLWholeSlideMicroscopyImageStorage
+    ds.SOPInstanceUID = context.new_uid()
+    ds.ImageType = image_type
+    modules.patient_study_series(ds, context)
+    modules.equipment(ds, context)
+    when = context.acquisition_datetime
+    ds.InstanceNumber = number
+    ds.ContentDate = when.strftime("%Y%m%d")
+    ds.ContentTime = when.strftime("%H%M%S")
+    ds.AcquisitionDateTime = when.strftime("%Y%m%d%H%M%S")
+    ds.AcquisitionDuration = 0.0
+    ds.AcquisitionContextSequence = []
+    ds.VolumetricProperties = "VOLUME"
+    ds.SpecimenLabelInImage = "NO"
+    ds.BurnedInAnnotation = "NO"
+    ds.FocusMethod = "AUTO"
+    ds.ExtendedDepthOfField = "NO"
+    ds.Rows = ds.Columns = tile
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.PlanarConfiguration = 0
+    ds.BitsAllocated = ds.BitsStored = 8
+    ds.HighBit = 7
+    ds.PixelRepresentation = 0
+    modules.image_geometry(ds, grid)
+    modules.specimen(ds, context)
+    modules.optical_path(ds, objective_power=objective_power)
+    organization = Dataset()
+    organization.DimensionOrganizationUID = context.new_uid()
+    ds.DimensionOrganizationSequence = [organization]
+    indices = []
+    for pointer, label in ((_COLUMN_POSITION, "Column Position"), (_ROW_POSITION, "Row Position")):
+        index = Dataset()
+        index.DimensionOrganizationUID = organization.DimensionOrganizationUID
+        index.DimensionIndexPointer = pointer
+        index.FunctionalGroupPointer = _PLANE_POSITION_SLIDE
+        index.DimensionDescriptionLabel = label
+        indices.append(index)
+    ds.DimensionIndexSequence = indices
+    return ds
+
+
+def _pixels(ds: Dataset, frames: list[bytes], grid: PixelGrid, tile: int) -> None:
+    ds.NumberOfFrames = len(frames)
+    raw = len(frames) * tile * tile * 3
+    ds.LossyImageCompression = "01"
+    ds.LossyImageCompressionRatio = round(raw / max(1, sum(len(f) for f in frames)), 2)
+    ds.LossyImageCompressionMethod = "ISO_10918_1"
+    ds.PixelData = encapsulate(frames)
+    ds["PixelData"].VR = "OB"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
+    ds.file_meta = meta
+
+
+def _sparse_level(
+    tiles: list[SparseTile], grid: PixelGrid, context: SlideContext, *, tile: int, objective_power: float, number: int
+) -> Dataset:
+    ds = _base(
+        context,
+        grid,
+        image_type=["ORIGINAL", "PRIMARY", "VOLUME", "NONE"],
+        tile=tile,
+        objective_power=objective_power,
+        number=number,
+    )
+    ds.DimensionOrganizationType = "TILED_SPARSE"
+    per_frame = []
+    for item in tiles:
+        column, row = item.tile_column * tile, item.tile_row * tile
+        position = Dataset()
+        position.ColumnPositionInTotalImagePixelMatrix = column + 1
+        position.RowPositionInTotalImagePixelMatrix = row + 1
+        point = grid.pixel_to_slide(column, row)
+        position.XOffsetInSlideCoordinateSystem = round(point.x_mm, 6)
+        position.YOffsetInSlideCoordinateSystem = round(point.y_mm, 6)
+        position.ZOffsetInSlideCoordinateSystem = 0.0
+        content = Dataset()
+        content.DimensionIndexValues = [item.tile_column + 1, item.tile_row + 1]
+        group = Dataset()
+        group.PlanePositionSlideSequence = [position]
+        group.FrameContentSequence = [content]
+        per_frame.append(group)
+    ds.PerFrameFunctionalGroupsSequence = per_frame
+    _pixels(ds, [item.jpeg for item in tiles], grid, tile)
+    return ds
