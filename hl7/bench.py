@@ -1,0 +1,160 @@
+"""`marrowlink bench-mllp`: ORU/s through the durable outbox with ACKs over loopback, inbound orders/s.
+
+The LIS peer runs in its own process (LisStandIn), so the numbers are marrowlink's: store → send →
+wait for the matching ACK → record, one message at a time per destination, as in production. ORU
+payloads are made by `build_oru` once and given distinct MSH-10s by re-rendering MSH through hl7apy,
+because hl7apy needs ~0.1 s to build a full differential ORU; that build rate is reported separately.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import time
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Engine
+
+from hl7.ack import new_control_id
+from hl7.codes import CELL_CLASSES
+from hl7.inbound import InboundHandler
+from hl7.mllp import MllpConnection, MllpServer
+from hl7.model import DifferentialResult, OruCase, Patient, PatientId, PersonName, Provider, ResultStatus
+from hl7.oru import build_oru
+from hl7.outbox import Outbox, OutboxDispatcher, RetryPolicy
+from hl7.standin import LisStandIn
+
+
+def sample_case(n: int = 1) -> tuple[OruCase, DifferentialResult]:
+    case = OruCase(
+        patient=Patient(
+            ids=(PatientId(f"P{n:06d}", "HOSP", "MR"),),
+            name=PersonName("Doe", "Jane"),
+            birth_date=date(1960, 1, 1),
+            sex="F",
+        ),
+        placer_order_number=f"PL{n}",
+        filler_order_number=f"FL{n}",
+        accession_number=f"ACC{n}",
+        ordering_provider=Provider("1234", "Welby", "Marcus"),
+        study_url=f"http://127.0.0.1:8000/dicomweb/studies/1.2.3.{n}",
+        viewer_url=f"http://127.0.0.1:8000/cases/ACC{n}",
+        receiving_application="LIS",
+        receiving_facility="HOSP",
+    )
+    counts = {c.code: (i * 7) % 40 for i, c in enumerate(CELL_CLASSES)}
+    differential = DifferentialResult(counts, "marrowlink-bench", "0", datetime.now(UTC))
+    return case, differential
+
+
+def oru_payloads(count: int) -> tuple[list[str], float]:
+    """`count` ORUs with distinct MSH-10, and build_oru's own rate (messages/s)."""
+    case, differential = sample_case()
+    started = time.perf_counter()
+    builds = 3
+    for _ in range(builds):
+        message = build_oru(case, differential, ResultStatus.PRELIMINARY)
+    build_rate = builds / (time.perf_counter() - started)
+    segments = message.to_er7().split("\r")
+    body = "\r".join(segments[1:])
+    payloads = []
+    for _ in range(count):
+        message.msh.msh_10.value = new_control_id()
+        payloads.append(message.msh.to_er7() + "\r" + body)
+    return payloads, build_rate
+
+
+def _peer(queue: Any, peers: int) -> None:
+    async def main() -> None:
+        standins = [LisStandIn("127.0.0.1", 0, fast=True) for _ in range(peers)]
+        for standin in standins:
+            await standin.start()
+        queue.put([s.port for s in standins])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+async def _send_orus(engine: Engine, payloads: list[str], ports: list[int]) -> dict[str, float]:
+    outbox = Outbox(engine)
+    started = time.perf_counter()
+    for i, payload in enumerate(payloads):
+        outbox.enqueue(payload, f"127.0.0.1:{ports[i % len(ports)]}")
+    enqueued = time.perf_counter()
+    dispatcher = OutboxDispatcher(engine, RetryPolicy(initial=0.05, poll_interval=0.05))
+    await dispatcher.start()
+    try:
+        while sum(s.sent for s in dispatcher.senders.values()) < len(payloads):
+            await asyncio.sleep(0.005)
+    finally:
+        await dispatcher.stop()
+    done = time.perf_counter()
+    return {
+        "enqueue_per_s": len(payloads) / (enqueued - started),
+        "send_ack_per_s": len(payloads) / (done - enqueued),
+        "oru_per_s": len(payloads) / (done - started),
+    }
+
+
+def _order(n: int) -> str:
+    """A test order: the bench's only hand-written HL7 (input, not something marrowlink sends)."""
+    return "\r".join(
+        [
+            f"MSH|^~\\&|LIS|HOSP|MARROWLINK|LAB|20261125120000||OML^O21^OML_O21|B{n}|P|2.5.1",
+            f"PID|1||P{n % 500}^^^HOSP^MR||Doe^Jane||19600101|F",
+            f"ORC|NW|PL{n}|FL{n}|ACC{n}",
+            f"OBR|1|PL{n}|FL{n}|BMDIFF^Bone marrow differential^L",
+            f"SPM|1|SP{n}||BMA",
+            f"SAC|||SLIDE{n}",
+        ]
+    )
+
+
+async def _receive_orders(engine: Engine, handler: InboundHandler, count: int, clients: int) -> float:
+    server = MllpServer(engine, handler, "127.0.0.1", 0)
+    await server.start()
+
+    async def client(offset: int) -> None:
+        connection = MllpConnection("127.0.0.1", server.port)
+        for n in range(offset, count, clients):
+            reply = await connection.exchange(_order(n), f"B{n}")
+            if not reply.accepted:
+                raise RuntimeError(f"order {n} answered {reply}")
+        await connection.close()
+
+    started = time.perf_counter()
+    try:
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    finally:
+        await server.stop()
+    return count / (time.perf_counter() - started)
+
+
+def run_bench(
+    engine: Engine, handler: InboundHandler, *, messages: int = 3000, orders: int = 300, destinations: int = 1
+) -> dict[str, Any]:
+    """Run both measurements on `engine` (a migrated, empty index) and return the numbers."""
+    payloads, build_rate = oru_payloads(messages)
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    peer = context.Process(target=_peer, args=(queue, destinations), daemon=True)
+    peer.start()
+    try:
+        ports = queue.get(timeout=60)
+        oru = asyncio.run(_send_orus(engine, payloads, ports))
+    finally:
+        peer.terminate()
+        peer.join(5)
+    inbound = asyncio.run(_receive_orders(engine, handler, orders, clients=4))
+    return {
+        "database": engine.dialect.name,
+        "oru_messages": messages,
+        "destinations": destinations,
+        **{k: round(v, 1) for k, v in oru.items()},
+        "target_oru_per_s": 2000,
+        "build_oru_per_s": round(build_rate, 1),
+        "orders": orders,
+        "orders_per_s": round(inbound, 1),
+        "oru_bytes": len(payloads[0].encode()),
+    }
