@@ -148,3 +148,31 @@ def test_encoded_level_stores_and_serves_frames(scan, engine, tmp_path: Path) ->
     sparse = scan["datasets"][0]
     frames = store.get_frames(sparse.SOPInstanceUID, [1, sparse.NumberOfFrames])
     assert all(f.startswith(b"\xff\xd8") for f in frames)
+
+
+def test_stored_slide_reads_regions_and_overview(scan, engine, tmp_path: Path) -> None:
+    from dicom_store import Store
+    from dicom_store.slides import StoredSlide
+
+    store = Store(engine, tmp_path / "blobs")
+    for path in scan["paths"]:
+        store.store_file(path)
+    slide = StoredSlide.find(store, scan["datasets"][0].StudyInstanceUID)
+    regions = slide.regions()
+    assert len(regions) == 1  # the four FOVs overlap into one island, analysed once
+    region = regions[0]
+    image = slide.read_region(region)
+    x, y, pixels = scan["truth"][0]
+    origin = scan["origin"]
+    column = round((x - origin[0]) / FOV_PX) - region.column
+    row = round((y - origin[1]) / FOV_PX) - region.row
+    assert (
+        np.abs(
+            image[row + 10 : row + 1400, column + 10 : column + 2000].astype(int) - pixels[10:1400, 10:2000].astype(int)
+        ).mean()
+        < 3.0
+    )
+    assert not region.covers(-1, -1)
+    overview = slide.overview_image()
+    assert overview.shape == scan["overview"].shape
+    assert np.abs(overview.astype(int) - scan["overview"].astype(int)).mean() < 3.0
