@@ -91,14 +91,14 @@ class _Server(uvicorn.Server):
 
 def _async_starters() -> list:
     """Components that live in the event loop; each registers its own stop on the exit stack."""
-    starters = []
-    try:
-        from integration.mllp import start_mllp  # type: ignore[import-not-found]
+    return [_start_lis]
 
-        starters.append(start_mllp)
-    except ImportError:
-        log.warning("HL7 MLLP listener not available in this build")
-    return starters
+
+async def _start_lis(components: Components, stack: AsyncExitStack) -> None:
+    from integration.lis import start_mllp
+
+    runtime = await start_mllp(components.settings, components.engine)
+    stack.push_async_callback(runtime.stop)
 
 
 def run_service(settings: Settings) -> None:
