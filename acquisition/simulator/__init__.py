@@ -1,0 +1,19 @@
+"""The virtual Metafer: a deterministic generator of MGG bone-marrow smears and their 10x/40x images."""
+
+from acquisition.simulator.fov import CellRecord, DistractorRecord, Fov
+from acquisition.simulator.overview import GridTile, Overview
+from acquisition.simulator.profiles import PROFILE_NAMES, PROFILES
+from acquisition.simulator.virtual import GENERATOR_VERSION, VirtualSlide, simulate_slide
+
+__all__ = [
+    "GENERATOR_VERSION",
+    "PROFILES",
+    "PROFILE_NAMES",
+    "CellRecord",
+    "DistractorRecord",
+    "Fov",
+    "GridTile",
+    "Overview",
+    "VirtualSlide",
+    "simulate_slide",
+]

@@ -1,0 +1,191 @@
+"""40x capture: render one FOV of a virtual slide, with instance and distractor ground truth.
+
+Label conventions (the `ai` package and the seg data set rely on them):
+- `instance_mask`: int32, 0 = background, k > 0 = nucleated cell k (1..K, consecutive); where cells
+  overlap, the one on top (painted last) owns the pixel. The mask covers the whole cell (nucleus and
+  cytoplasm), as visible within the FOV.
+- `distractor_mask`: int32 ids of non-nucleated objects (red cells, platelets, precipitate, debris,
+  fibres), 1..M consecutive, only where no nucleated cell is: the two masks never share a pixel.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+from scipy import ndimage
+
+from acquisition.simulator.cells import paint_cell
+from acquisition.simulator.distractors import Canvas, paint_particle, paint_platelet, paint_red_cell
+from acquisition.simulator.morphology import RECIPES
+from acquisition.simulator.objects import TYPICAL_RADIUS_UM, ObjectField
+from acquisition.simulator.optics import FOV_HEIGHT_PX, FOV_HEIGHT_UM, FOV_PIXEL_UM, FOV_WIDTH_PX, FOV_WIDTH_UM
+from acquisition.simulator.slide import SmearGeometry
+from acquisition.simulator.stain import SlideStain, expose, vignette
+
+
+@dataclass(frozen=True)
+class CellRecord:
+    """Ground truth of one nucleated cell in a FOV (pixel coordinates of the FOV image)."""
+
+    id: int
+    code: str
+    bbox: tuple[int, int, int, int]  # x0, y0, x1, y1 (x1, y1 exclusive) of the visible mask
+    centre: tuple[float, float]  # x, y: the painted centre (may lie outside the FOV for cut cells)
+    area_px: int  # visible area
+    full_area_px: int  # area had it not been cut by the FOV border or covered by other cells
+
+
+@dataclass(frozen=True)
+class DistractorRecord:
+    id: int
+    kind: str  # red_cell | platelet | precipitate | debris | fibre
+    bbox: tuple[int, int, int, int]
+    area_px: int
+
+
+@dataclass
+class Fov:
+    """One 40x field of view with its ground truth (see module docstring for the label maps)."""
+
+    image: np.ndarray  # (1496, 2048, 3) uint8 RGB
+    pixel_size_um: float
+    position_um: tuple[float, float]  # top-left corner in slide µm
+    focus_um: float  # stage z of the capture
+    defocus_um: float  # distance from best focus (truth)
+    instance_mask: np.ndarray
+    cells: list[CellRecord]
+    distractor_mask: np.ndarray
+    distractors: list[DistractorRecord]
+
+
+@dataclass(frozen=True)
+class FovContext:
+    seed: int
+    geometry: SmearGeometry
+    objects: ObjectField
+    stain: SlideStain
+    vignette_strength: float
+    focus_base_um: float
+
+
+def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
+    """Paint the FOV whose top-left corner is at (x_um, y_um) of the slide."""
+    cv = Canvas(FOV_HEIGHT_PX, FOV_WIDTH_PX, x_um, y_um, FOV_PIXEL_UM)
+    content = ctx.objects.gather(x_um, y_um, x_um + FOV_WIDTH_UM, y_um + FOV_HEIGHT_UM)
+
+    def near(x: float, y: float, reach: float) -> bool:
+        # The gathered blocks reach far past the FOV; skip objects that cannot touch it.
+        return x_um - reach < x < x_um + FOV_WIDTH_UM + reach and y_um - reach < y < y_um + FOV_HEIGHT_UM + reach
+
+    content.red = [r for r in content.red if near(r.x, r.y, r.radius * 1.3)]
+    content.platelets = [p for p in content.platelets if near(p.x, p.y, 6.0 * np.sqrt(p.clump))]
+    content.particles = [q for q in content.particles if near(q.x, q.y, q.size * (8.0 if q.kind == "fibre" else 1.0))]
+    content.cells = [c for c in content.cells if near(c.x, c.y, TYPICAL_RADIUS_UM[c.code] * c.scale * 1.6 + 5.0)]
+    _plasma(cv, ctx)
+
+    kinds: list[str] = []
+    for rc in sorted(content.red, key=lambda r: r.seed):
+        kinds.append("red_cell")
+        paint_red_cell(cv, rc, ctx.stain, len(kinds))
+    for p in content.platelets:
+        kinds.append("platelet")
+        paint_platelet(cv, p, ctx.stain, len(kinds))
+    for q in content.particles:
+        kinds.append(q.kind)
+        paint_particle(cv, q, ctx.stain, len(kinds))
+    _artefact_overlays(cv, ctx)
+
+    codes: list[str] = []
+    centres: list[tuple[float, float]] = []
+    full: list[int] = []
+    for c in sorted(content.cells, key=lambda c: c.z):
+        rng = np.random.default_rng(c.seed)
+        plan = RECIPES[c.code](rng)
+        plan.radius_um *= c.scale
+        cx, cy = cv.to_px(c.x, c.y)
+        sprite = paint_cell(plan, rng, ctx.stain, FOV_PIXEL_UM, cx, cy)
+        codes.append(c.code)
+        centres.append((round(cx, 1), round(cy, 1)))
+        full.append(int(sprite.mask.sum()))
+        cv.add(sprite.od, sprite.mask, sprite.x0, sprite.y0, len(codes), cv.cells)
+    cv.distractors[cv.cells > 0] = 0
+
+    rng = np.random.default_rng([ctx.seed, 7, round(x_um * 10), round(y_um * 10)])
+    defocus = float(abs(rng.normal(0.0, 0.3)) + (rng.uniform(0.6, 1.4) if rng.random() < 0.06 else 0.0))
+    illum = vignette((FOV_HEIGHT_PX, FOV_WIDTH_PX), ctx.vignette_strength, tuple(rng.uniform(0.4, 0.6, 2)))
+    image = expose(cv.od, ctx.stain, rng, blur_sigma_px=1.1 + 2.6 * defocus, illumination=illum)
+
+    instance, cells = _cell_records(cv.cells, codes, centres, full)
+    distractor, distractors = _distractor_records(cv.distractors, kinds)
+    return Fov(
+        image=image, pixel_size_um=FOV_PIXEL_UM, position_um=(x_um, y_um),
+        focus_um=round(ctx.focus_base_um + defocus * (1 if rng.random() < 0.5 else -1), 2), defocus_um=defocus,
+        instance_mask=instance, cells=cells, distractor_mask=distractor, distractors=distractors,
+    )  # fmt: skip
+
+
+def _plasma(cv: Canvas, ctx: FovContext) -> None:
+    """Background: plasma proteins stain faintly, more where the smear is thick."""
+    gy, gx = np.mgrid[0:13, 0:17].astype(np.float64)
+    d = ctx.geometry.coverage(cv.x_um + gx * FOV_WIDTH_UM / 16, cv.y_um + gy * FOV_HEIGHT_UM / 12)
+    amt = cv2.resize((0.25 + 0.45 * np.minimum(d, 2.5)).astype(np.float32), (cv.width, cv.height),
+                     interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    cv.od += amt[:, :, None] * ctx.stain.od("plasma")[None, None, :]
+
+
+def _artefact_overlays(cv: Canvas, ctx: FovContext) -> None:
+    """Air-bubble rims and scratch grooves that cross this FOV."""
+    s = 1.0 / cv.px_um
+    layer = np.zeros((cv.height, cv.width), np.uint8)
+    for a in ctx.geometry.artefacts:
+        cx, cy = cv.to_px(a.x, a.y)
+        if a.kind == "bubble":
+            cv2.circle(layer, (int(cx), int(cy)), int(a.size * s), 255, max(2, int(3 * s)), cv2.LINE_AA)
+        elif a.kind == "scratch":
+            x2, y2 = cv.to_px(a.x2, a.y2)
+            for off in (-a.size / 2, a.size / 2):
+                nx, ny = -(y2 - cy), x2 - cx
+                n = max(np.hypot(nx, ny), 1e-9)
+                o = off * s / n
+                cv2.line(layer, (int(cx + nx * o), int(cy + ny * o)), (int(x2 + nx * o), int(y2 + ny * o)), 110,
+                         max(1, int(0.4 * s)), cv2.LINE_AA)  # fmt: skip
+    if layer.any():
+        cv.od += (
+            cv2.GaussianBlur(layer.astype(np.float32) / 255.0, (0, 0), 0.8 * s)[:, :, None]
+            * ctx.stain.od("bubble")[None, None, :]
+        )
+
+
+def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Consecutive ids 1..K for the labels present; returns the new map and the old id of each new one."""
+    present = np.unique(labels)
+    present = present[present > 0]
+    lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int32)
+    lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
+    return lut[labels], present
+
+
+def _bboxes(labels: np.ndarray, n: int) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    slices = ndimage.find_objects(labels, max_label=n)
+    areas = np.bincount(labels.ravel(), minlength=n + 1)
+    boxes = [(sl[1].start, sl[0].start, sl[1].stop, sl[0].stop) if sl else (0, 0, 0, 0) for sl in slices]
+    return boxes, areas
+
+
+def _cell_records(labels: np.ndarray, codes: list[str], centres: list[tuple[float, float]], full: list[int]
+                  ) -> tuple[np.ndarray, list[CellRecord]]:  # fmt: skip
+    new, old = _relabel(labels)
+    boxes, areas = _bboxes(new, len(old))
+    records = [
+        CellRecord(i + 1, codes[o - 1], boxes[i], centres[o - 1], int(areas[i + 1]), full[o - 1])
+        for i, o in enumerate(old)
+    ]
+    return new, records
+
+
+def _distractor_records(labels: np.ndarray, kinds: list[str]) -> tuple[np.ndarray, list[DistractorRecord]]:
+    new, old = _relabel(labels)
+    boxes, areas = _bboxes(new, len(old))
+    return new, [DistractorRecord(i + 1, kinds[o - 1], boxes[i], int(areas[i + 1])) for i, o in enumerate(old)]
