@@ -1,0 +1,148 @@
+"""Slide analysis: a stored scan in, AI results (AOI ANN, SEG, cell ANN, TID 1500 SR) stored back.
+
+The steps follow the data: the Store gives the overview and the captured 40x regions
+(`dicom_store.slides`), `ai` finds and classifies cells on numpy arrays, `dicom_store.writers` turns
+typed results into DICOM, and everything is stored only when every object was built, so a failed run
+leaves nothing behind. Each run is a new series (a new algorithm run), never an overwrite.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ai.results import Cell, CellDetections, Differential
+from dicom_store import Store
+from dicom_store.slides import Region, StoredSlide
+
+log = logging.getLogger(__name__)
+
+#: A 40x FOV's footprint on the overview is the AOI grid tile (DESIGN §3).
+FOV_SIZE_PX = (2048, 1496)
+REGION_BATCH = 4
+
+
+@dataclass
+class AnalysisModels:
+    """The three networks, loaded once per process (a worker keeps them)."""
+
+    segmenter: object
+    classifier: object
+    aoi: object | None = None
+
+    @classmethod
+    def load(
+        cls, seg: Path | str | None = None, cls_: Path | str | None = None, aoi: Path | str | None = None
+    ) -> AnalysisModels:
+        from ai import AoiModel, CellClassifier, CellSegmenter
+        from ai.models import ModelError
+
+        try:
+            aoi_model = AoiModel.load(aoi)
+        except ModelError as exc:
+            log.warning("no AOI model, the AOI map is skipped: %s", exc)
+            aoi_model = None
+        return cls(CellSegmenter.load(seg), CellClassifier.load(cls_), aoi_model)
+
+    @property
+    def algorithm_version(self) -> str:
+        cards = [m.card for m in (self.segmenter, self.classifier) if hasattr(m, "card")]
+        return "+".join(f"{c.kind}:{c.arch}" for c in cards) or "unknown"
+
+
+@dataclass
+class RegionResult:
+    region: Region
+    detections: CellDetections
+
+
+@dataclass
+class SlideAnalysis:
+    """What the networks found on one slide, before anything is written."""
+
+    slide: StoredSlide
+    pixel_size_um: float
+    regions: list[RegionResult]
+    differential: Differential
+    aoi_tiles: list[tuple[int, int, int, int, str, float]] = field(default_factory=list)
+
+    @property
+    def cell_count(self) -> int:
+        return sum(len(r.detections) for r in self.regions)
+
+
+def pixel_size_um(header) -> float:  # type: ignore[no-untyped-def]
+    """The 40x level's pixel size in µm from its shared Pixel Measures."""
+    spacing = header.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing
+    return float(spacing[0]) * 1000.0
+
+
+def find_cells(
+    slide: StoredSlide,
+    models: AnalysisModels,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[list[RegionResult], float]:
+    """Segment and classify every captured region; each tile decoded once, regions batched."""
+    header = slide.header()
+    px = pixel_size_um(header)
+    positions = slide.tile_positions()
+    regions = slide.regions()
+    results: list[RegionResult] = []
+    for start in range(0, len(regions), REGION_BATCH):
+        batch = regions[start : start + REGION_BATCH]
+        images = [slide.read_region(region, positions) for region in batch]
+        detections = models.segmenter.segment(images, px)  # type: ignore[attr-defined]
+        for region, found in zip(batch, detections, strict=True):
+            found.cells = [cell for cell in found.cells if region.covers(*_centre(cell))]
+        models.classifier.classify_cells(images, detections)  # type: ignore[attr-defined]
+        results.extend(RegionResult(region, found) for region, found in zip(batch, detections, strict=True))
+        if progress:
+            progress(len(batch))
+    return results, px
+
+
+def _centre(cell: Cell) -> tuple[float, float]:
+    x0, y0, x1, y1 = cell.bbox
+    return (x0 + x1) / 2.0, (y0 + y1) / 2.0
+
+
+def score_overview(slide: StoredSlide, models: AnalysisModels, fov_pixel_size_um: float):  # type: ignore[no-untyped-def]
+    """AOI quality of every grid tile of the overview: (column, row, width, height, class, score)."""
+    if models.aoi is None or slide.overview is None:
+        return []
+    from ai.inference import grid_tiles
+
+    overview = slide.overview_image()
+    header = slide.header(slide.overview)
+    overview_px = pixel_size_um(header)
+    tile_w = max(1, round(FOV_SIZE_PX[0] * fov_pixel_size_um / overview_px))
+    tile_h = max(1, round(FOV_SIZE_PX[1] * fov_pixel_size_um / overview_px))
+    tiles, where = grid_tiles(overview, tile_h, tile_w)
+    if not tiles:
+        return []
+    probabilities = models.aoi.score_tiles(tiles)  # type: ignore[attr-defined]
+    classes = list(models.aoi.card.classes)  # type: ignore[attr-defined]
+    good = models.aoi.good_score(probabilities)  # type: ignore[attr-defined]
+    out = []
+    for (row, column), probs, score in zip(where, probabilities, good, strict=True):
+        out.append((column * tile_w, row * tile_h, tile_w, tile_h, classes[int(np.argmax(probs))], float(score)))
+    return out
+
+
+def analyze_slide(
+    store: Store,
+    study_instance_uid: str,
+    models: AnalysisModels,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> SlideAnalysis:
+    slide = StoredSlide.find(store, study_instance_uid)
+    regions, px = find_cells(slide, models, progress=progress)
+    differential = Differential.from_detections(r.detections for r in regions)
+    aoi = score_overview(slide, models, px)
+    return SlideAnalysis(slide=slide, pixel_size_um=px, regions=regions, differential=differential, aoi_tiles=aoi)
