@@ -23,8 +23,10 @@ from hl7.model import (
     Provider,
     ResultStatus,
 )
-from hl7.outbox import Outbox, OutboxDispatcher, OutboxSender, RetryPolicy
+from hl7.oru import build_oru
+from hl7.outbox import Outbox, OutboxDispatcher, OutboxSender, Queued, RetryPolicy
 from hl7.parse import MessageError, parse_message
+from hl7.standin import LisStandIn
 from hl7.tables import InboundMessage, OutboxMessage
 
 __all__ = [
@@ -38,6 +40,7 @@ __all__ = [
     "InboundEvent",
     "InboundHandler",
     "InboundMessage",
+    "LisStandIn",
     "MessageError",
     "MessageHeader",
     "Method",
@@ -55,10 +58,12 @@ __all__ = [
     "PatientUpdate",
     "PersonName",
     "Provider",
+    "Queued",
     "Receiver",
     "ResultStatus",
     "RetryPolicy",
     "build_ack",
+    "build_oru",
     "frame",
     "new_control_id",
     "parse_message",
