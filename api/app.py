@@ -1,19 +1,69 @@
-"""The FastAPI application factory; integration passes in everything it needs."""
+"""The HTTP application factory; integration passes in the store and an ApiConfig.
+
+Layout: FastAPI for REST, pages and operations (routers/), the DICOMweb ASGI app at /dicomweb, and a
+thin gateway in front so DICOMweb's hot frames route bypasses FastAPI's routing.
+"""
 
 from __future__ import annotations
 
 from fastapi import FastAPI
-from fastapi.responses import PlainTextResponse
+from prometheus_client import CollectorRegistry, Gauge
+from sqlalchemy import func, select
+from sqlmodel import Session
 
-RESEARCH_NOTICE = "Research use only, not for clinical diagnosis."
+from api.auth import TokenAuth
+from api.config import ApiConfig
+from api.gateway import Gateway, HttpMetrics
+from api.notice import RESEARCH_NOTICE
+from api.routers import health, home
+from dicom_store.dicomweb import DicomWebApp, cors, dicomweb_app
+from dicom_store.models import Instance
+from dicom_store.store import Store
 
 
-def create_app(*, title: str = "marrowlink") -> FastAPI:
-    app = FastAPI(title=title, description=RESEARCH_NOTICE, version="0.1.0")
+class MarrowlinkApp(Gateway):
+    """The ASGI app uvicorn serves; ``fastapi`` and ``dicomweb`` are reachable for tests and extensions."""
 
-    @app.get("/healthz", response_class=PlainTextResponse, tags=["operations"])
-    def healthz() -> str:
-        """Liveness: the process answers."""
-        return "ok"
+    fastapi: FastAPI
+    dicomweb: DicomWebApp
 
-    return app
+
+def create_app(store: Store, config: ApiConfig | None = None) -> MarrowlinkApp:
+    config = config or ApiConfig()
+    registry = CollectorRegistry()
+    auth = TokenAuth(config)
+    dicomweb = dicomweb_app(
+        store,
+        authorize=auth.dicomweb,
+        max_request_bytes=config.max_request_bytes,
+        base_url=config.base_url,
+        registry=registry,
+    )
+    _index_gauge(registry, store)
+
+    fastapi_app = FastAPI(title="marrowlink", description=RESEARCH_NOTICE, version="0.1.0")
+    fastapi_app.state.store = store
+    fastapi_app.state.auth = auth
+    fastapi_app.state.registry = registry
+    fastapi_app.state.config = config
+    fastapi_app.include_router(home.router)
+    fastapi_app.include_router(health.router)
+
+    def with_cors(app):  # type: ignore[no-untyped-def]
+        return cors(app, config.cors_origins)
+
+    return MarrowlinkApp(fastapi_app, dicomweb, HttpMetrics(registry), cors=with_cors if config.cors_origins else None)
+
+
+def _index_gauge(registry: CollectorRegistry, store: Store) -> None:
+    """Instances in the index, read at scrape time (covers DIMSE and CLI stores too, not only STOW)."""
+
+    def count() -> float:
+        try:
+            with Session(store.engine) as session:
+                return float(session.scalar(select(func.count()).select_from(Instance)) or 0)
+        except Exception:
+            return float("nan")
+
+    gauge = Gauge("marrowlink_index_instances", "Instances in the index", registry=registry)
+    gauge.set_function(count)

@@ -1,0 +1,124 @@
+"""The outermost ASGI callable: sends ``/dicomweb`` straight to the DICOMweb app (whose frames route
+must not pay for FastAPI routing, stack.md) and everything else to FastAPI, timing every request
+for Prometheus by route template (never by raw path, which would explode label cardinality).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+PREFIX = "/dicomweb"
+_PLACEHOLDERS = {"studies": "{study}", "series": "{series}", "instances": "{instance}", "frames": "{frames}"}
+_DICOMWEB_ROUTES = {
+    "/studies",
+    "/series",
+    "/instances",
+    "/studies/{study}",
+    "/studies/{study}/metadata",
+    "/studies/{study}/series",
+    "/studies/{study}/instances",
+    "/studies/{study}/series/{series}",
+    "/studies/{study}/series/{series}/metadata",
+    "/studies/{study}/series/{series}/instances",
+    "/studies/{study}/series/{series}/instances/{instance}",
+    "/studies/{study}/series/{series}/instances/{instance}/metadata",
+    "/studies/{study}/series/{series}/instances/{instance}/bulkdata/{path}",
+    "/studies/{study}/series/{series}/instances/{instance}/rendered",
+    "/studies/{study}/series/{series}/instances/{instance}/thumbnail",
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}",
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/rendered",
+    "/studies/{study}/series/{series}/instances/{instance}/frames/{frames}/thumbnail",
+}
+
+
+def dicomweb_route(path: str) -> str:
+    """``/studies/1.2/series/3.4`` → ``/dicomweb/studies/{study}/series/{series}``."""
+    out: list[str] = []
+    placeholder = None
+    for segment in path.split("/")[1:]:
+        if placeholder is not None:
+            out.append(placeholder)
+            placeholder = None
+            continue
+        if segment == "bulkdata":
+            out.append("bulkdata/{path}")
+            break
+        out.append(segment)
+        placeholder = _PLACEHOLDERS.get(segment)
+    route = "/" + "/".join(out)
+    return PREFIX + (route if route in _DICOMWEB_ROUTES else "/other")
+
+
+class HttpMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "marrowlink_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=registry,
+        )
+        self.latency = Histogram(
+            "marrowlink_http_request_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+    def observe(self, route: str, method: str, status: int, seconds: float) -> None:
+        key = (route, method, status)
+        children = self._children.get(key)
+        if children is None:
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+
+class Gateway:
+    """Dispatch by path prefix; lifespan and anything not HTTP go to FastAPI."""
+
+    def __init__(self, fastapi_app: Any, dicomweb: Any, metrics: HttpMetrics, cors: Any = None) -> None:
+        self.fastapi = fastapi_app
+        self.dicomweb = dicomweb
+        self.metrics = metrics
+        self._inner = cors(self._dispatch) if cors is not None else self._dispatch
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.fastapi(scope, receive, send)
+            return
+        await self._inner(scope, receive, send)
+
+    async def _dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        start = time.perf_counter()
+        status = 500
+
+        async def timed_send(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        root = scope.get("root_path", "")
+        path = scope["path"][len(root) :] if root and scope["path"].startswith(root) else scope["path"]
+        if path == PREFIX or path.startswith(PREFIX + "/"):
+            child = dict(scope)
+            child["root_path"] = root + PREFIX
+            try:
+                await self.dicomweb(child, receive, timed_send)
+            finally:
+                self.metrics.observe(
+                    dicomweb_route(path[len(PREFIX) :]), scope["method"], status, time.perf_counter() - start
+                )
+            return
+        try:
+            await self.fastapi(scope, receive, timed_send)
+        finally:
+            route = scope.get("route")
+            template = getattr(route, "path", None) or "other"
+            self.metrics.observe(template, scope["method"], status, time.perf_counter() - start)

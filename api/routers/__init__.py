@@ -1,0 +1,1 @@
+"""One module per resource (FastAPI "bigger applications"); review pages will add theirs here."""
