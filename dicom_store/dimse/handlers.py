@@ -1,0 +1,211 @@
+"""pynetdicom event handlers: each translates one DIMSE request into Store calls and back.
+
+Handlers stay thin (STYLE.md): storing, matching and reading belong to ``Store``; the shape of
+identifiers to ``identifiers``. What is here is the DIMSE side only — statuses, Error Comments,
+pending responses, cancellation.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import pydicom
+from pydicom.dataset import Dataset
+from pynetdicom.events import Event
+
+from dicom_store.dimse import identifiers
+from dicom_store.dimse.contexts import send_contexts
+from dicom_store.errors import StoreError
+from dicom_store.models import Instance
+from dicom_store.store import Store
+
+log = logging.getLogger(__name__)
+
+SUCCESS = 0x0000
+PENDING = 0xFF00
+PENDING_WITH_UNSUPPORTED_KEYS = 0xFF01
+CANCEL = 0xFE00
+PROCESSING_FAILURE = 0x0110
+MOVE_DESTINATION_UNKNOWN = 0xA801
+OUT_OF_RESOURCES_SUBOPERATIONS = 0xA702
+
+
+def error_comment(reason: str) -> str:
+    """Error Comment (0000,0902) is LO in the command set: ASCII (default repertoire), 64 chars at most.
+
+    Long reasons lose their quoted values and UIDs first (the peer knows which instance it sent; the
+    full reason is in our log), so what is left still says why.
+    """
+    text = reason.replace("§", "sect. ").encode("ascii", "replace").decode().replace("\\", "/")
+    if len(text) > 64:
+        text = re.sub(r"\s*'[^']*'", "", text)
+        text = re.sub(r"\s*\b[0-9]+(\.[0-9]+){3,}\b", "", text)
+    return text if len(text) <= 64 else text[:61] + "..."
+
+
+def status(code: int, reason: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = error_comment(reason)
+    return ds
+
+
+def _peer(event: Event) -> str:
+    requestor = event.assoc.requestor
+    return f"{requestor.ae_title}@{requestor.address}:{requestor.port}"
+
+
+def _amend_final_response(event: Event, code: int, reason: str) -> None:
+    """Make pynetdicom's next response to this request carry ``code`` and ``reason``.
+
+    pynetdicom 3.0.4 answers a C-MOVE to an unknown destination (and a C-GET/C-MOVE that yields no
+    sub-operations) itself, without a way for the handler to add the Error Comment PS3.4 C.4.2.1.5
+    asks for; so the one response is amended on its way out. One association handles one request at
+    a time (no asynchronous operations are negotiated), so the one-shot patch cannot catch another
+    request's message.
+    """
+    dimse = event.assoc.dimse
+    original = dimse.send_msg
+    message_id = event.request.MessageID
+
+    def send_msg(primitive: Any, context_id: int) -> None:
+        if getattr(primitive, "MessageIDBeingRespondedTo", None) == message_id:
+            del dimse.send_msg
+            primitive.Status = code
+            primitive.ErrorComment = error_comment(reason)
+        original(primitive, context_id)
+
+    dimse.send_msg = send_msg
+
+
+class Handlers:
+    """The SCP's behaviour, bound to one Store and one AE's configuration."""
+
+    def __init__(self, store: Store, ae_title: str, remote_aes: Mapping[str, tuple[str, int]]) -> None:
+        self.store = store
+        self.ae_title = ae_title
+        self.remote_aes = dict(remote_aes)
+
+    # ---- association ------------------------------------------------------------------------------------
+
+    def on_rejected(self, event: Event) -> None:
+        allowed = event.assoc.ae.require_calling_aet
+        calling = event.assoc.requestor.ae_title
+        if allowed and calling not in allowed:
+            reason = f"calling AE title {calling!r} is not on the allowlist"
+        else:
+            reason = "local limit on concurrent associations reached"
+        log.warning("association from %s rejected: %s", _peer(event), reason)
+
+    # ---- services -----------------------------------------------------------------------------------------
+
+    def on_echo(self, event: Event) -> int:
+        return SUCCESS
+
+    def on_store(self, event: Event) -> int | Dataset:
+        """Hand pynetdicom's received Part-10 file to the Store, which takes it over (rename, no copy).
+
+        In chunked receive mode pynetdicom 3.0.4 writes preamble, File Meta (Media Storage UIDs from
+        the C-STORE command, Transfer Syntax from the accepted context) and the data set as sent,
+        so the file is stored without decoding the data set.
+        """
+        try:
+            result = self.store.store_file(event.dataset_path, move=True)
+        except StoreError as exc:
+            log.warning("C-STORE from %s refused (0x%04X): %s", _peer(event), exc.status, exc)
+            return status(exc.status, str(exc))
+        except Exception as exc:
+            log.exception("C-STORE from %s failed", _peer(event))
+            return status(PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
+        log.info("C-STORE from %s: %s %s", _peer(event), result.sop_instance_uid, result.outcome)
+        return SUCCESS
+
+    def on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        sop_class = str(event.request.AffectedSOPClassUID)
+        try:
+            identifier = event.identifier
+            level = identifiers.request_level(identifier, sop_class)
+            all_keys_supported, responses = identifiers.find(self.store, level, identifier, sop_class, self.ae_title)
+        except identifiers.IdentifierError as exc:
+            log.warning("C-FIND from %s refused: %s", _peer(event), exc)
+            yield status(exc.status, str(exc)), None
+            return
+        except Exception as exc:
+            log.exception("C-FIND from %s failed", _peer(event))
+            yield status(0xC000, f"unable to process: {type(exc).__name__}"), None
+            return
+        pending = PENDING if all_keys_supported else PENDING_WITH_UNSUPPORTED_KEYS
+        for response in responses:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            yield pending, response
+
+    def on_move(self, event: Event) -> Iterator[Any]:
+        destination = str(event.move_destination).strip()
+        address = self.remote_aes.get(destination)
+        if address is None:
+            reason = f"move destination {destination!r} is not a configured remote AE"
+            log.warning("C-MOVE from %s refused: %s", _peer(event), reason)
+            _amend_final_response(event, MOVE_DESTINATION_UNKNOWN, reason)
+            yield None, None
+            return
+        instances = self._retrieve(event)
+        if instances is None:
+            yield None, None
+            return
+        try:
+            contexts = send_contexts((row.sop_class_uid, row.transfer_syntax_uid) for row in instances)
+        except ValueError as exc:
+            _amend_final_response(event, OUT_OF_RESOURCES_SUBOPERATIONS, str(exc))
+            yield None, None
+            return
+        log.info("C-MOVE from %s: %d instances to %s", _peer(event), len(instances), destination)
+        yield address[0], address[1], {"contexts": contexts}
+        yield len(instances)
+        yield from self._sub_operations(event, instances)
+
+    def on_get(self, event: Event) -> Iterator[Any]:
+        instances = self._retrieve(event)
+        if instances is None:
+            yield 0
+            return
+        log.info("C-GET from %s: %d instances", _peer(event), len(instances))
+        yield len(instances)
+        yield from self._sub_operations(event, instances)
+
+    # ---- retrieve helpers --------------------------------------------------------------------------------
+
+    def _retrieve(self, event: Event) -> list[Instance] | None:
+        """The matched instances, or None after arranging a refusal with the reason."""
+        try:
+            identifier = event.identifier
+            level = identifiers.request_level(identifier, str(event.request.AffectedSOPClassUID))
+            return identifiers.retrieve(self.store, level, identifier)
+        except identifiers.IdentifierError as exc:
+            code, reason = exc.status, str(exc)
+        except Exception as exc:
+            log.exception("retrieve from %s failed", _peer(event))
+            code, reason = 0xC000, f"unable to process: {type(exc).__name__}"
+        log.warning("retrieve from %s refused: %s", _peer(event), reason)
+        _amend_final_response(event, code, reason)
+        return None
+
+    def _sub_operations(self, event: Event, instances: list[Instance]) -> Iterator[tuple[int, Dataset | None]]:
+        """One instance at a time, read as stored (pynetdicom sends it in its stored transfer syntax)."""
+        for row in instances:
+            if event.is_cancelled:
+                yield CANCEL, None
+                return
+            try:
+                dataset = pydicom.dcmread(self.store.blobs.absolute(row.path))
+            except Exception as exc:
+                log.error("cannot read %s for a sub-operation: %s", row.sop_instance_uid, exc)
+                # A dataset pynetdicom cannot send counts as one failed sub-operation and keeps its UID
+                # in the Failed SOP Instance UID List.
+                dataset = Dataset()
+                dataset.SOPInstanceUID = row.sop_instance_uid
+            yield PENDING, dataset

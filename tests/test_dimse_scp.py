@@ -1,0 +1,284 @@
+"""The DIMSE SCP against dcmtk (the independent peer): echo, allowlist, store, bad input, find.
+
+Each test runs an in-process ``DimseServer`` over a Store on SQLite and on PostgreSQL (the ``engine``
+fixture) and drives it with dcmtk's command-line tools, called by full path (pynetdicom's same-named
+console scripts in the venv would shadow them).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pydicom
+import pytest
+from pynetdicom import AE, _config
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from dicom_store import Store
+from dicom_store.dimse import DimseServer
+from dicom_store.models import Instance
+from tests.conftest import dcmtk, free_port
+from tests.dicom_factory import ROOT, secondary_capture, write, wsi_level
+
+pytestmark = pytest.mark.peer
+
+
+def run_tool(tool: str, *args: str, ok: bool = True, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run a dcmtk tool; with ``ok`` fail the test showing its output unless it exits 0."""
+    done = subprocess.run([dcmtk(tool), *args], capture_output=True, text=True, timeout=60, env=env)
+    if ok and done.returncode != 0:
+        pytest.fail(f"{tool} {' '.join(args)} exited {done.returncode}:\n{done.stdout}\n{done.stderr}")
+    return done
+
+
+@pytest.fixture
+def store(engine, tmp_path: Path) -> Store:
+    return Store(engine, tmp_path / "blobs")
+
+
+@pytest.fixture
+def scp(store: Store) -> Iterator[DimseServer]:
+    server = DimseServer(store, host="127.0.0.1", port=free_port(), allowed_aes=["STORESCU", "FINDSCU", "ECHOSCU"])
+    server.start()
+    yield server
+    server.stop()
+
+
+def peer(server: DimseServer) -> list[str]:
+    """The arguments naming our SCP on a dcmtk command line."""
+    host, port = server.address
+    return ["-aec", server.ae_title, host, str(port)]
+
+
+def index_count(store: Store) -> int:
+    with Session(store.engine) as session:
+        return session.scalar(select(func.count()).select_from(Instance)) or 0
+
+
+def blob_files(store: Store) -> list[Path]:
+    return [p for p in store.blobs.root.rglob("*") if p.is_file()]
+
+
+def test_echo(scp: DimseServer) -> None:
+    done = run_tool("echoscu", "-v", *peer(scp))
+    assert "Received Echo Response (Success)" in done.stderr
+
+
+def test_calling_ae_not_on_allowlist_is_rejected(scp: DimseServer, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="dicom_store.dimse"):
+        done = run_tool("echoscu", "-v", "-aet", "INTRUDER", *peer(scp), ok=False)
+    assert done.returncode != 0
+    assert "Association Rejected" in done.stderr
+    assert "Calling AE Title Not Recognized" in done.stderr
+    assert any("'INTRUDER' is not on the allowlist" in record.getMessage() for record in caplog.records)
+
+
+def test_storescu_several_files_in_one_association_with_wsi(scp: DimseServer, store: Store, tmp_path: Path) -> None:
+    study = pydicom.uid.generate_uid(ROOT)
+    wsi, frames = wsi_level(frames=30, study_uid=study)
+    files = [write(wsi, tmp_path / "wsi.dcm")]
+    files += [
+        write(secondary_capture(study_uid=study, instance_number=n, seed=n), tmp_path / f"sc{n}.dcm") for n in (1, 2)
+    ]
+    # -R -xy: propose the JPEG syntax the WSI is stored in (plain storescu has no VL WSM context).
+    done = run_tool("storescu", "-v", "-R", "-xy", *peer(scp), *map(str, files))
+    assert done.stderr.count("Requesting Association") == 1
+    assert done.stderr.count("Received Store Response (Success)") == 3
+
+    row = store.instance(wsi.SOPInstanceUID)
+    assert row.transfer_syntax_uid == pydicom.uid.JPEGBaseline8Bit
+    assert row.number_of_frames == 30
+    got = store.get_frames(wsi.SOPInstanceUID, range(1, 31))
+    assert [g.rstrip(b"\x00") for g in got] == frames
+    assert len(store.instances(study)) == 3
+    # The chunked-receive temp files were taken over, not left behind.
+    assert not list(store.blobs.tmp.iterdir())
+
+
+def _bad_files(tmp_path: Path) -> dict[str, Path]:
+    no_uid = secondary_capture()
+    del no_uid.SOPInstanceUID
+    path_uid = secondary_capture()
+    path_uid.SOPInstanceUID = "1.2.826.0.1/../../../etc"
+    path_uid.file_meta.MediaStorageSOPInstanceUID = path_uid.SOPInstanceUID
+    files = {}
+    for name, ds in (("no_uid", no_uid), ("path_uid", path_uid)):
+        files[name] = tmp_path / f"{name}.dcm"
+        ds.preamble = b"\x00" * 128  # a Part-10 file, just not a valid one
+        with pytest.warns(UserWarning) if name == "path_uid" else _nothing():
+            ds.save_as(files[name], enforce_file_format=False)
+    return files
+
+
+class _nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _error_comment(stderr: str) -> str:
+    match = re.search(r"\(0000,0902\) LO \[([^\]]*)\]", stderr)
+    return match.group(1) if match else ""
+
+
+def test_bad_instances_get_failure_status_with_comment_and_nothing_is_written(
+    scp: DimseServer, store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    good = secondary_capture()
+    write(good, tmp_path / "good.dcm")
+    run_tool("storescu", *peer(scp), str(tmp_path / "good.dcm"))
+    stored_blobs = blob_files(store)
+    assert index_count(store) == 1
+
+    files = _bad_files(tmp_path)
+    duplicate = secondary_capture(
+        sop_uid=good.SOPInstanceUID, study_uid=good.StudyInstanceUID, series_uid=good.SeriesInstanceUID, seed=9
+    )
+    files["duplicate"] = write(duplicate, tmp_path / "duplicate.dcm")
+    expected = {
+        "path_uid": (0xC000, "is not a valid DICOM UID"),
+        "duplicate": (0x0111, "is already stored"),
+    }
+    # dcmtk refuses to send a data set without SOP Instance UID, so pynetdicom sends that file as it is
+    # (chunked send: the command's UIDs come from the File Meta, the data set goes unparsed).
+    monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
+    ae = AE("STORESCU")
+    ae.add_requested_context(pydicom.uid.SecondaryCaptureImageStorage, pydicom.uid.ExplicitVRLittleEndian)
+    assoc = ae.associate(*scp.address, ae_title=scp.ae_title)
+    assert assoc.is_established
+    answer = assoc.send_c_store(files.pop("no_uid"))
+    assoc.release()
+    assert answer.Status == 0xC000
+    assert "SOPInstanceUID is missing" in answer.ErrorComment
+
+    for name, path in files.items():
+        # -d prints the whole C-STORE-RSP command set, Error Comment included.
+        done = run_tool("storescu", "-d", *peer(scp), str(path), ok=False)
+        status, comment = expected[name]
+        assert re.search(rf"DIMSE Status\s*: 0x{status:04x}", done.stderr, re.I), (name, done.stderr[-2000:])
+        assert comment in _error_comment(done.stderr), (name, done.stderr[-2000:])
+
+    assert index_count(store) == 1
+    assert blob_files(store) == stored_blobs
+    assert store.get_dataset(good.SOPInstanceUID).PixelData == good.PixelData
+
+
+def _load_study_set(scp: DimseServer, tmp_path: Path) -> dict[str, pydicom.Dataset]:
+    """Two patients, three studies, one with a WSI series and an OT series."""
+    a1 = secondary_capture(patient_name="DOE^JANE", patient_id="P1", accession="ACC1", modality="OT")
+    a2, _ = wsi_level(frames=4, patient_name="DOE^JANE", patient_id="P1", accession="ACC2")
+    a2_ot = secondary_capture(
+        study_uid=a2.StudyInstanceUID, patient_name="DOE^JANE", patient_id="P1", accession="ACC2", modality="OT"
+    )
+    b1 = secondary_capture(patient_name="ROE^RICHARD", patient_id="P2", accession="ACC3", modality="OT")
+    b1.StudyDate = "20250101"
+    data = {"a1": a1, "a2": a2, "a2_ot": a2_ot, "b1": b1}
+    files = [str(write(ds, tmp_path / f"{name}.dcm")) for name, ds in data.items()]
+    run_tool("storescu", "-R", "-xy", *peer(scp), *files)
+    return data
+
+
+def _find(scp: DimseServer, model: str, *keys: str) -> list[dict[str, str]]:
+    """Run findscu and parse each Pending response into {tag: value}."""
+    args = ["-v", model, *[a for key in keys for a in ("-k", key)], *peer(scp)]
+    done = run_tool("findscu", *args, "-aet", "FINDSCU")
+    responses: list[dict[str, str]] = []
+    for block in done.stderr.split("Find Response:")[1:]:
+        values = {}
+        # dcmtk prints values in brackets, well-known UIDs as =Name, and empty values as (no value …).
+        pattern = r"\(([0-9a-f]{4},[0-9a-f]{4})\) \w\w (?:\[([^\]]*)\]|(=\w+)|\(no value)"
+        for tag, value, uid_name in re.findall(pattern, block):
+            values[tag] = (value or uid_name).strip("\x00 ")
+        responses.append(values)
+    assert "Received Final Find Response (Success)" in done.stderr, done.stderr[-2000:]
+    return responses
+
+
+def test_find_study_series_image_levels_in_both_models(scp: DimseServer, tmp_path: Path) -> None:
+    data = _load_study_set(scp, tmp_path)
+    # Study root, study level, wildcard on the name and a date range: both of Jane's studies, not Richard's.
+    studies = _find(
+        scp,
+        "-S",
+        "QueryRetrieveLevel=STUDY",
+        "PatientName=DOE*",
+        "StudyDate=20260101-20261231",
+        "StudyInstanceUID",
+        "AccessionNumber",
+        "ModalitiesInStudy",
+        "NumberOfStudyRelatedInstances",
+    )
+    by_accession = {r["0008,0050"]: r for r in studies}
+    assert set(by_accession) == {"ACC1", "ACC2"}
+    assert by_accession["ACC2"]["0008,0061"] == "OT\\SM"
+    assert by_accession["ACC2"]["0020,1208"] == "2"
+    assert by_accession["ACC2"]["0020,000d"] == data["a2"].StudyInstanceUID
+    # Only requested keys come back (plus the level's unique key, level and character set).
+    assert set(by_accession["ACC1"]) == {
+        "0008,0005", "0008,0052", "0010,0010", "0008,0020", "0020,000d", "0008,0050", "0008,0061", "0020,1208"
+    }  # fmt: skip
+
+    # ModalitiesInStudy as a matching key.
+    sm = _find(scp, "-S", "QueryRetrieveLevel=STUDY", "ModalitiesInStudy=SM", "AccessionNumber")
+    assert [r["0008,0050"] for r in sm] == ["ACC2"]
+
+    # Patient root, patient level: one answer per patient with the related-study count.
+    patients = _find(
+        scp, "-P", "QueryRetrieveLevel=PATIENT", "PatientID=P*", "PatientName", "NumberOfPatientRelatedStudies"
+    )
+    assert {(p["0010,0020"], p["0010,0010"], p["0020,1200"]) for p in patients} == {
+        ("P1", "DOE^JANE", "2"),
+        ("P2", "ROE^RICHARD", "1"),
+    }
+
+    # Patient root, series level under one study.
+    series = _find(
+        scp,
+        "-P",
+        "QueryRetrieveLevel=SERIES",
+        "PatientID=P1",
+        f"StudyInstanceUID={data['a2'].StudyInstanceUID}",
+        "SeriesInstanceUID",
+        "Modality",
+        "NumberOfSeriesRelatedInstances",
+    )
+    assert sorted(s["0008,0060"] for s in series) == ["OT", "SM"]
+    assert all(s["0020,1209"] == "1" for s in series)
+
+    # Study root, image level with an indexed WSI return key.
+    images = _find(
+        scp,
+        "-S",
+        "QueryRetrieveLevel=IMAGE",
+        f"SeriesInstanceUID={data['a2'].SeriesInstanceUID}",
+        "SOPInstanceUID",
+        "SOPClassUID",
+        "NumberOfFrames",
+        "ContainerIdentifier",
+    )
+    assert len(images) == 1
+    assert images[0]["0008,0018"] == data["a2"].SOPInstanceUID
+    assert images[0]["0008,0016"] == "=VLWholeSlideMicroscopyImageStorage"
+    assert images[0]["0028,0008"] == "4"
+    assert images[0]["0040,0512"] == "SLIDE-0001"
+
+    # No match: only the final Success.
+    assert _find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=NOPE") == []
+
+
+def test_find_refuses_bad_identifiers_with_comment(scp: DimseServer, store: Store) -> None:
+    # PATIENT level does not exist in the Study Root model (PS3.4 C.6.2).
+    done = run_tool("findscu", "-d", "-S", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID", *peer(scp), ok=False)
+    assert "a900" in done.stderr.lower() or "Identifier Does Not Match SOP Class" in done.stderr
+    assert "Patient Root" in _error_comment(done.stderr)
+    done = run_tool(
+        "findscu", "-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=yesterday", *peer(scp), ok=False
+    )
+    assert "is not a DICOM date/time" in _error_comment(done.stderr)
