@@ -102,10 +102,12 @@ class Receiver:
         return None
 
     @staticmethod
-    def _row(session: Session, header: MessageHeader) -> InboundMessage | None:
+    def _row(session: Session, header: MessageHeader, *, lock: bool = False) -> InboundMessage | None:
         query = select(InboundMessage).where(
             InboundMessage.sender == header.sender, InboundMessage.control_id == header.control_id
         )
+        if lock:  # PostgreSQL: a concurrent delivery of the same message waits here, then replays
+            query = query.with_for_update()
         return session.exec(query).first()
 
     def _error_ack(self, header: MessageHeader, exc: MessageError) -> str:
@@ -122,7 +124,7 @@ class Receiver:
     def _apply(self, header: MessageHeader, event: InboundEvent) -> str:
         try:
             with Session(self.engine) as session:
-                row = self._row(session, header)
+                row = self._row(session, header, lock=True)
                 if row is not None and row.ack is not None:
                     return row.ack  # answered meanwhile by a concurrent delivery
                 self.handler.handle(session, event)
