@@ -81,12 +81,18 @@ def base_url(scope: Scope, fallback: str = "") -> str:
     if proto not in ("http", "https"):
         proto = "http"
     host = None
-    for candidate in (header(scope, b"x-forwarded-host"), header(scope, b"host")):
+    forwarded = header(scope, b"x-forwarded-host")
+    for candidate in (forwarded, header(scope, b"host")):
         if candidate:
             candidate = candidate.split(",")[0].strip()
             if _HOST.match(candidate):
                 host = candidate
                 break
+    server = scope.get("server")
+    if host is not None and not forwarded and not _has_port(host) and server and server[1] not in (80, 443):
+        # A Host header without port straight from a client (dicomweb-client sends its hostname only):
+        # the links must still reach the port this request came in on.
+        host = f"{host}:{server[1]}"
     prefix = header(scope, b"x-forwarded-prefix") or ""
     prefix = prefix.strip().rstrip("/")
     if not _PREFIX.match(prefix):
@@ -95,3 +101,7 @@ def base_url(scope: Scope, fallback: str = "") -> str:
     if host is None:
         return fallback.rstrip("/") + root if fallback else root
     return f"{proto}://{host}{prefix}{root}"
+
+
+def _has_port(host: str) -> bool:
+    return host.rsplit("]", 1)[-1].count(":") == 1 if host.startswith("[") else ":" in host

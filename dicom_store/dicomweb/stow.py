@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,7 +113,25 @@ def _peek(path: Path) -> tuple[str, str, str, str]:
     return values[0], values[1], values[2], values[3]
 
 
+def _add_preamble(path: Path) -> None:
+    """Give a Part-10 stream without preamble and 'DICM' its 132 header bytes.
+
+    pydicom's ``dcmwrite`` without ``enforce_file_format`` (what dicomweb-client 0.61 sends) writes the
+    File Meta group directly; PS3.10 wants the preamble, and the store insists on a proper file.
+    """
+    with open(path, "rb") as handle:
+        head = handle.read(132)
+    if head[128:132] == b"DICM" or not head.startswith(b"\x02\x00"):
+        return
+    fixed = path.with_suffix(".preamble")
+    with open(path, "rb") as source, open(fixed, "wb") as target:
+        target.write(b"\x00" * 128 + b"DICM")
+        shutil.copyfileobj(source, target, 1024 * 1024)
+    os.replace(fixed, path)
+
+
 def _store_part(ctx: Context, index: int, part: multipart.Part, study: str | None) -> Outcome:
+    _add_preamble(part.path)
     sop_class, sop_instance, part_study, part_series = _peek(part.path)
     outcome = Outcome(sop_class, sop_instance, part_study, part_series)
     part_type = part.headers.get("content-type", "application/dicom").split(";")[0].strip().lower()
@@ -169,7 +188,7 @@ def _failed_item(sop_class: str, sop_instance: str, failure: int | None, reason:
     item.ReferencedSOPClassUID = sop_class if _looks_like_uid(sop_class) else ""
     item.ReferencedSOPInstanceUID = sop_instance if _looks_like_uid(sop_instance) else ""
     item.FailureReason = failure if failure is not None else PROCESSING_FAILURE
-    item.ErrorComment = reason[:1024]
+    item.ErrorComment = reason[:64]  # LO; the whole reason is in the Warning header
     return item
 
 
