@@ -1,5 +1,6 @@
 """The virtual Metafer: a deterministic generator of MGG bone-marrow smears and their 10x/40x images."""
 
+from acquisition.simulator import optics
 from acquisition.simulator.fov import CellRecord, DistractorRecord, Fov
 from acquisition.simulator.overview import GridTile, Overview
 from acquisition.simulator.profiles import PROFILE_NAMES, PROFILES
@@ -15,5 +16,6 @@ __all__ = [
     "GridTile",
     "Overview",
     "VirtualSlide",
+    "optics",
     "simulate_slide",
 ]

@@ -198,7 +198,7 @@ def paint_cell(
     r = plan.radius_um * s
     extra = 4.5 * s if plan.hairy else 1.0 * s
     reach = max(1.0, plan.elongation, plan.nucleus_rel / max(plan.nucleus_elongation, 0.1))
-    half = int(np.ceil(r * reach * (1 + 3 * plan.roughness) + extra + 4))
+    half = int(np.ceil(r * reach * (1 + 1.8 * plan.roughness) + extra + 4))
     shape = (2 * half, 2 * half)
     x0, y0 = round(cx_px) - half, round(cy_px) - half
     c = (cx_px - x0, cy_px - y0)
@@ -216,13 +216,22 @@ def paint_cell(
     nuc = _nucleus_mask(plan, rng, shape, nc, rn, rng.uniform(0, 2 * np.pi))
     nuc = cv2.bitwise_and(nuc, body) if not plan.smudge else nuc
 
-    od = np.zeros((*shape, 3), np.float32)
+    layers: dict[str, np.ndarray] = {}
+
+    def add(name: str, amount: np.ndarray) -> None:
+        # One amount map per colour; turned into OD by a single matrix product at the end.
+        if name in layers:
+            layers[name] += amount
+        else:
+            layers[name] = amount.astype(np.float32, copy=True)
+
     fbody = soft(body, 0.5 * s * 0.5)
     fnuc = soft(nuc, 0.25 * s)
     cyto_region = np.clip(fbody - fnuc, 0.0, 1.0)
 
     # Cytoplasm: thicker in the middle, with a faint texture.
-    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
+    yy = np.arange(shape[0], dtype=np.float32)[:, None]
+    xx = np.arange(shape[1], dtype=np.float32)[None, :]
     dome = 1.0 - 0.35 * np.clip(np.hypot(xx - c[0], yy - c[1]) / max(r, 1.0), 0, 1) ** 2
     camt = cyto_region * dome * (1.0 + plan.cyto_texture * fractal_noise(rng, shape, 1.2 * s, 2))
     if plan.hof > 0:
@@ -235,10 +244,10 @@ def paint_cell(
         vac = dots(rng, shape, cyto_region, plan.vacuoles, (plan.vacuole_um[0] * s, plan.vacuole_um[1] * s))
         camt *= 1.0 - 0.8 * soft(vac, 0.8)
     for name, amount in plan.cytoplasm.items():
-        od += camt[:, :, None] * (amount * stain.od(name))[None, None, :]
+        add(name, camt * np.float32(amount))
 
     if plan.smudge:
-        _smudge(od, rng, stain, nuc, s)
+        add("smudge", _smudge(rng, nuc, s))
     else:
         namt = _chromatin(plan, rng, nuc, px_um, nc, rn) * fnuc
         if plan.nucleoli:
@@ -257,30 +266,30 @@ def paint_cell(
                 )
             fnl = soft(cv2.bitwise_and(nmask, nuc), 0.12 * s)
             namt = namt * (1.0 - 0.55 * fnl)
-            od += (fnl * 0.6)[:, :, None] * stain.od("nucleolus")[None, None, :]
-        od += namt[:, :, None] * stain.od("nucleus")[None, None, :]
-        od += (np.clip(namt - 1.0, 0, None) * fnuc)[:, :, None] * stain.od("chromatin")[None, None, :]
+            add("nucleolus", fnl * 0.6)
+        add("nucleus", namt)
+        add("chromatin", np.clip(namt - 1.0, 0, None) * fnuc)
 
     if plan.fine_granularity > 0:
         speck = np.clip(value_noise(rng, shape, 0.15 * s), 0, None) * cyto_region * plan.fine_granularity
-        od += speck[:, :, None] * stain.od("gran_fine")[None, None, :]
+        add("gran_fine", speck)
     area100 = np.pi * plan.radius_um**2 * plan.elongation / 100.0
     for g in plan.granules:
         region = fbody if g.over_nucleus else cyto_region
         count = int(rng.poisson(g.density * area100))
         gm = dots(rng, shape, region, count, (g.radius_um[0] * s, g.radius_um[1] * s))
-        od += (soft(gm, 0.1 * s) * g.amount)[:, :, None] * stain.od(g.colour)[None, None, :]
+        add(g.colour, soft(gm, 0.1 * s) * g.amount)
     if plan.auer_rods or plan.faggot:
-        _auer(od, rng, stain, cyto_region if not plan.faggot else fbody, s, plan.auer_rods, plan.faggot)
+        add("auer", _auer(rng, cyto_region if not plan.faggot else fbody, s, plan.auer_rods, plan.faggot))
     if plan.inclusions:
         inc = dots(rng, shape, cyto_region, plan.inclusions, (0.4 * s, 1.3 * s))
-        od += (soft(inc, 0.2 * s) * 1.2)[:, :, None] * stain.od("precipitate")[None, None, :]
+        add("precipitate", soft(inc, 0.2 * s) * 1.2)
     if plan.platelet_budding:
         rim = np.clip(fbody - soft(cv2.erode(body, np.ones((3, 3), np.uint8), iterations=int(1.5 * s)), 1), 0, 1)
         pm = dots(rng, shape, rim * 2, int(rng.integers(6, 18)), (0.4 * s, 0.8 * s))
-        od += soft(pm, 0.2 * s)[:, :, None] * stain.od("platelet")[None, None, :]
-    if plan.fade != 1.0:
-        od *= plan.fade
+        add("platelet", soft(pm, 0.2 * s))
+    colours = np.stack([stain.od(n) for n in layers]) * np.float32(plan.fade)
+    od = (np.stack(list(layers.values()), axis=-1) @ colours).astype(np.float32)
     mask = (fbody > 0.5) | (fnuc > 0.5)
     return CellSprite(od, mask, x0, y0)
 
@@ -299,14 +308,12 @@ def _hairs(body: np.ndarray, rng: np.random.Generator, c: tuple[float, float], r
         cv2.polylines(body, [arr], False, 255, max(1, int(rng.uniform(0.15, 0.35) * s)), cv2.LINE_AA, shift=2)
 
 
-def _auer(
-    od: np.ndarray, rng: np.random.Generator, stain: SlideStain, region: np.ndarray, s: float, n: int, faggot: bool
-) -> None:
+def _auer(rng: np.random.Generator, region: np.ndarray, s: float, n: int, faggot: bool) -> np.ndarray:
     """Auer rods: red-purple needles; a faggot cell carries a bundle of them."""
     m = np.zeros(region.shape, np.uint8)
     ys, xs = np.nonzero(region > 0.6)
     if len(xs) == 0:
-        return
+        return np.zeros(region.shape, np.float32)
     bundles = 1 if faggot else n
     for _ in range(bundles):
         i = int(rng.integers(0, len(xs)))
@@ -326,10 +333,10 @@ def _auer(
                 cv2.LINE_AA,
                 shift=2,
             )
-    od += (soft(m, 0.1 * s) * 1.3)[:, :, None] * stain.od("auer")[None, None, :]
+    return soft(m, 0.1 * s) * 1.3
 
 
-def _smudge(od: np.ndarray, rng: np.random.Generator, stain: SlideStain, nuc: np.ndarray, s: float) -> None:
+def _smudge(rng: np.random.Generator, nuc: np.ndarray, s: float) -> np.ndarray:
     """A smudge cell: chromatin smeared into a streaky, net-like pale-violet patch without cytoplasm."""
     shape = nuc.shape
     grid = rng.standard_normal((max(2, int(shape[0] / (0.4 * s))), max(2, int(shape[1] / (3.0 * s)))))
@@ -339,4 +346,4 @@ def _smudge(od: np.ndarray, rng: np.random.Generator, stain: SlideStain, nuc: np
     streak = cv2.warpAffine(streak, rot, shape[::-1], borderMode=cv2.BORDER_REFLECT)
     f = soft(nuc, 1.2 * s)
     amt = f * (0.45 + 0.3 * np.clip(streak, 0, None) + 0.25 * fractal_noise(rng, shape, 1.5 * s, 2))
-    od += np.clip(amt, 0, None)[:, :, None] * stain.od("smudge")[None, None, :]
+    return np.clip(amt, 0, None)

@@ -120,18 +120,25 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
     instance, cells = _cell_records(cv.cells, codes, centres, full)
     distractor, distractors = _distractor_records(cv.distractors, kinds)
     return Fov(
-        image=image, pixel_size_um=FOV_PIXEL_UM, position_um=(x_um, y_um),
-        focus_um=round(ctx.focus_base_um + defocus * (1 if rng.random() < 0.5 else -1), 2), defocus_um=defocus,
-        instance_mask=instance, cells=cells, distractor_mask=distractor, distractors=distractors,
-    )  # fmt: skip
+        image=image,
+        pixel_size_um=FOV_PIXEL_UM,
+        position_um=(x_um, y_um),
+        focus_um=round(ctx.focus_base_um + defocus * (1 if rng.random() < 0.5 else -1), 2),
+        defocus_um=defocus,
+        instance_mask=instance,
+        cells=cells,
+        distractor_mask=distractor,
+        distractors=distractors,
+    )
 
 
 def _plasma(cv: Canvas, ctx: FovContext) -> None:
     """Background: plasma proteins stain faintly, more where the smear is thick."""
     gy, gx = np.mgrid[0:13, 0:17].astype(np.float64)
     d = ctx.geometry.coverage(cv.x_um + gx * FOV_WIDTH_UM / 16, cv.y_um + gy * FOV_HEIGHT_UM / 12)
-    amt = cv2.resize((0.25 + 0.45 * np.minimum(d, 2.5)).astype(np.float32), (cv.width, cv.height),
-                     interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    amt = cv2.resize(
+        (0.25 + 0.45 * np.minimum(d, 2.5)).astype(np.float32), (cv.width, cv.height), interpolation=cv2.INTER_LINEAR
+    )
     cv.od += amt[:, :, None] * ctx.stain.od("plasma")[None, None, :]
 
 
@@ -149,8 +156,14 @@ def _artefact_overlays(cv: Canvas, ctx: FovContext) -> None:
                 nx, ny = -(y2 - cy), x2 - cx
                 n = max(np.hypot(nx, ny), 1e-9)
                 o = off * s / n
-                cv2.line(layer, (int(cx + nx * o), int(cy + ny * o)), (int(x2 + nx * o), int(y2 + ny * o)), 110,
-                         max(1, int(0.4 * s)), cv2.LINE_AA)  # fmt: skip
+                cv2.line(
+                    layer,
+                    (int(cx + nx * o), int(cy + ny * o)),
+                    (int(x2 + nx * o), int(y2 + ny * o)),
+                    110,
+                    max(1, int(0.4 * s)),
+                    cv2.LINE_AA,
+                )
     if layer.any():
         cv.od += (
             cv2.GaussianBlur(layer.astype(np.float32) / 255.0, (0, 0), 0.8 * s)[:, :, None]
@@ -174,8 +187,9 @@ def _bboxes(labels: np.ndarray, n: int) -> tuple[list[tuple[int, int, int, int]]
     return boxes, areas
 
 
-def _cell_records(labels: np.ndarray, codes: list[str], centres: list[tuple[float, float]], full: list[int]
-                  ) -> tuple[np.ndarray, list[CellRecord]]:  # fmt: skip
+def _cell_records(
+    labels: np.ndarray, codes: list[str], centres: list[tuple[float, float]], full: list[int]
+) -> tuple[np.ndarray, list[CellRecord]]:
     new, old = _relabel(labels)
     boxes, areas = _bboxes(new, len(old))
     records = [

@@ -108,15 +108,18 @@ def expose(
     Blur is applied to intensity (incoherent imaging), not to OD. `full_well` sets the shot noise:
     photons per pixel at full white.
     """
-    intensity = stain.lamp[None, None, :] * np.power(np.float32(10.0), -od, dtype=np.float32)
+    intensity = np.exp(od * np.float32(-np.log(10.0)))
+    intensity *= stain.lamp[None, None, :]
     if illumination is not None:
         intensity *= illumination[:, :, None]
     if blur_sigma_px > 0.3:
         intensity = cv2.GaussianBlur(intensity, (0, 0), blur_sigma_px)
-    intensity = intensity @ stain.camera_mix.T
+    intensity = cv2.transform(intensity, stain.camera_mix)
     # Shot noise ~ sqrt(signal) approximated as Gaussian; read noise constant.
-    sigma = np.sqrt(np.clip(intensity, 0.0, None) * full_well + read_noise**2) / full_well
-    noisy = intensity + rng.standard_normal(intensity.shape, dtype=np.float32) * sigma
+    sigma = np.sqrt(np.maximum(intensity, 0.0) * np.float32(full_well) + np.float32(read_noise**2))
+    sigma *= np.float32(1.0 / full_well)
+    intensity += rng.standard_normal(intensity.shape, dtype=np.float32) * sigma
     # Camera tone curve: a gentle gamma with the white point a little below saturation.
-    out = np.power(np.clip(noisy / 0.97, 0.0, 1.0), gamma) * 255.0
+    np.clip(intensity * np.float32(1.0 / 0.97), 0.0, 1.0, out=intensity)
+    out = cv2.pow(intensity, gamma) * np.float32(255.0)
     return (out + 0.5).astype(np.uint8)

@@ -108,8 +108,16 @@ def simulate_slide(
     )
     o = _rng(seed, "optics")
     return VirtualSlide(
-        seed=seed, profile=profile, barcode=f"VM{seed:08d}", scan_area_um=area, rows=rows, cols=cols,
-        geometry=geometry, stain=stain, composition=composition,
+        seed=seed,
+        profile=profile,
+        barcode=f"VM{seed:08d}",
+        scan_area_um=area,
+        rows=rows,
+        cols=cols,
+        geometry=geometry,
+        stain=stain,
+        composition=composition,
         objects=ObjectField(seed, geometry, composition),
-        vignette_strength=float(o.uniform(0.05, 0.16)), focus_base_um=round(float(o.uniform(1500.0, 2500.0)), 2),
-    )  # fmt: skip
+        vignette_strength=float(o.uniform(0.05, 0.16)),
+        focus_base_um=round(float(o.uniform(1500.0, 2500.0)), 2),
+    )
