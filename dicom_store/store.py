@@ -276,6 +276,38 @@ class Store:
             statement = table.insert().values(**values)
         session.execute(statement)
 
+    def delete_instance(self, sop_instance_uid: str) -> None:
+        """Remove an instance (index rows first, then the blob); empty series and studies go with it.
+
+        Used to undo a partly stored multi-instance write (an import or an analysis run that failed
+        half way), so that such a write is all or nothing.
+        """
+        with Session(self.engine) as session, session.begin():
+            row = session.get(Instance, sop_instance_uid)
+            if row is None:
+                return
+            relative, series_uid, study_uid = row.path, row.series_instance_uid, row.study_instance_uid
+            frames = session.get(FrameTable, sop_instance_uid)
+            if frames is not None:
+                session.delete(frames)
+            session.delete(row)
+            session.flush()
+            if (
+                session.scalar(select(Instance.sop_instance_uid).where(Instance.series_instance_uid == series_uid))
+                is None
+            ):
+                series = session.get(Series, series_uid)
+                if series is not None:
+                    session.delete(series)
+                    session.flush()
+            if session.scalar(select(Series.series_instance_uid).where(Series.study_instance_uid == study_uid)) is None:
+                study = session.get(Study, study_uid)
+                if study is not None:
+                    session.delete(study)
+        self.blobs.remove(relative)
+        with self._layout_lock:
+            self._layouts.pop(sop_instance_uid, None)
+
     # ---- reading -------------------------------------------------------------------------------------------
 
     def instance(self, sop_instance_uid: str) -> Instance:

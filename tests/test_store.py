@@ -186,3 +186,18 @@ def test_matching(store: Store, engine) -> None:
     assert len(paged) == 1
     with Session(engine) as session:
         assert session.scalar(select(func.count()).select_from(Study)) == 2
+
+
+def test_delete_instance_removes_rows_and_blob(store: Store, engine) -> None:
+    first = secondary_capture()
+    second = secondary_capture(study_uid=first.StudyInstanceUID, series_uid=first.SeriesInstanceUID, instance_number=2)
+    store.store_dataset(first)
+    store.store_dataset(second)
+    store.delete_instance(first.SOPInstanceUID)
+    assert store.study_exists(first.StudyInstanceUID)
+    assert len(_blob_files(store)) == 1
+    store.delete_instance(second.SOPInstanceUID)
+    assert not store.study_exists(first.StudyInstanceUID)
+    assert not store.series_exists(first.SeriesInstanceUID)
+    assert _blob_files(store) == []
+    store.delete_instance(second.SOPInstanceUID)  # already gone: nothing to do
