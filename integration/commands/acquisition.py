@@ -1,0 +1,119 @@
+"""Virtual Metafer commands: `simulate-scan` and `make-dataset`. Research use only, not for clinical diagnosis.
+
+numpy, OpenCV and the simulator are imported inside the commands, so `marrowlink --help` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+class DatasetKind(StrEnum):
+    aoi = "aoi"
+    seg = "seg"
+    cls = "cls"
+
+
+def _seeds(text: str) -> list[int]:
+    """'A:B' (B exclusive) or 'A,B,C' — the same syntax as `evaluate --seeds`."""
+    try:
+        if ":" in text:
+            a, b = text.split(":")
+            seeds = list(range(int(a), int(b)))
+        else:
+            seeds = [int(s) for s in text.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"seeds must look like A:B or A,B,C, got {text!r}") from None
+    if not seeds:
+        raise typer.BadParameter(f"no seeds in {text!r} (A:B excludes B)")
+    return seeds
+
+
+def _area(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        w, h = (float(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise typer.BadParameter(f"scan area must look like WIDTHxHEIGHT in µm, got {text!r}") from None
+    return w, h
+
+
+def _profile(name: str, allow_mixed: bool) -> str:
+    from acquisition.simulator import PROFILES
+
+    known = [*PROFILES, *(["mixed"] if allow_mixed else [])]
+    if name not in known:
+        raise typer.BadParameter(f"unknown profile {name!r}; known: {', '.join(known)}")
+    return name
+
+
+def simulate_scan(
+    out: Annotated[Path, typer.Option(help="Export folder to create (must not exist or be empty).")],
+    seed: Annotated[int, typer.Option(help="Slide seed: the same seed gives the same slide, byte for byte.")] = 0,
+    profile: Annotated[
+        str,
+        typer.Option(help="Case profile: normal, aml, apl, hcl, lymphoma, metastasis, myeloma, inv16 (or balanced)."),
+    ] = "normal",
+    fovs: Annotated[int, typer.Option(help="Number of 40x FOVs (top-N AOI positions).")] = 50,
+    scan_area: Annotated[str | None, typer.Option(help="Scan area WIDTHxHEIGHT in µm (default 7000x3500).")] = None,
+    ground_truth: Annotated[bool, typer.Option(help="Also write ground_truth/ (masks, labels).")] = True,
+) -> None:
+    """Simulate a Metafer scan: 10x overview, AOI planning (ground-truth oracle), 40x FOVs, export folder."""
+    from tqdm import tqdm
+
+    from acquisition import plan_scan, simulate_slide, write_metafer_export
+
+    profile = _profile(profile, allow_mixed=False)
+    area = _area(scan_area)
+    if out.exists() and any(out.iterdir()):
+        raise typer.BadParameter(f"{out} exists and is not empty", param_hint="--out")
+    slide = simulate_slide(seed, profile, **({"scan_area_um": area} if area else {}))
+    with tqdm(total=fovs + 2, desc=f"scan {slide.barcode}", unit="img") as bar:
+        overview = slide.render_overview()
+        bar.update(1)
+        positions = plan_scan(overview, None, fovs)
+        done = [0]
+
+        def step(n: int) -> None:
+            bar.update(n - done[0])
+            done[0] = n
+
+        manifest = write_metafer_export(slide, out, positions, overview=overview, ground_truth=ground_truth,
+                                        progress=step)  # fmt: skip
+        bar.update(fovs + 2 - bar.n)
+    good = sum(1 for p in positions if p.label in ("optimal", "acceptable"))
+    typer.echo(f"{manifest}: {len(positions)} FOVs ({good} in optimal/acceptable tiles), slide {slide.barcode}")
+
+
+def make_dataset_command(
+    kind: Annotated[DatasetKind, typer.Argument(help="aoi (grid tiles), seg (FOVs + masks) or cls (cell crops)")],
+    out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
+    seeds: Annotated[str, typer.Option(help="Slide seeds, A:B (B exclusive) or A,B,C.")],
+    profile: Annotated[str, typer.Option(help="A case profile, or 'mixed' (cycle through all by seed).")] = "mixed",
+    fovs_per_seed: Annotated[int, typer.Option(help="FOVs per slide (seg, cls).")] = 8,
+    scan_area: Annotated[str | None, typer.Option(help="Scan area WIDTHxHEIGHT in µm (default 7000x3500).")] = None,
+    balance: Annotated[bool, typer.Option(help="cls: equal class frequencies on every slide.")] = True,
+) -> None:
+    """Write a training/evaluation set from the virtual Metafer (formats in docs/simulator.md)."""
+    from tqdm import tqdm
+
+    from acquisition.datasets import make_dataset, units
+
+    seed_list = _seeds(seeds)
+    profile = _profile(profile, allow_mixed=True)
+    with tqdm(total=units(kind.value, seed_list, fovs_per_seed), desc=f"make-dataset {kind.value}") as bar:
+        make_dataset(kind.value, out, seed_list, profiles=[profile], fovs_per_seed=fovs_per_seed,
+                     scan_area_um=_area(scan_area), balance=balance, progress=bar.update)  # fmt: skip
+    counts = json.loads((out / "dataset.json").read_text())["counts"]
+    typer.echo(f"{out}: {json.dumps(counts)}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("simulate-scan")(simulate_scan)
+    app.command("make-dataset")(make_dataset_command)
