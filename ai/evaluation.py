@@ -16,6 +16,7 @@ from ai.metrics import DetectionCounts, classification_report, detection_counts,
 
 FOREGROUND_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 MIN_AREA_GRID_UM2 = (6.0, 12.0, 20.0)
+MIN_TRUE_AREA_UM2 = 15.0  # evaluable true cells (see ai.metrics)
 
 
 def evaluate_detections(
@@ -24,7 +25,8 @@ def evaluate_detections(
     """Cell-level counts of predicted CellDetections against full-resolution instance-id images."""
     total = DetectionCounts()
     for det, truth, dis in zip(detections, true_masks, distractors, strict=True):
-        total = total + detection_counts(truth, det.label_image(), dis)
+        min_true = MIN_TRUE_AREA_UM2 / det.pixel_size_um**2
+        total = total + detection_counts(truth, det.label_image(), dis, min_true_area=min_true)
     return total
 
 
@@ -140,12 +142,16 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
             dpath = data_dir / "distractors" / name
             dis = read_ids(dpath) if dpath.exists() else None
             pred = det.label_image()
-            net = net + detection_counts(truth, pred, dis)
-            base = base + detection_counts(truth, threshold_nuclei(image, px).label_image(), dis)
+            min_true = MIN_TRUE_AREA_UM2 / px**2
+            net = net + detection_counts(truth, pred, dis, min_true_area=min_true)
+            base_pred = threshold_nuclei(image, px).label_image()
+            base = base + detection_counts(truth, base_pred, dis, min_true_area=min_true)
             ids_t, _, inter, area_t, area_p = overlap_table(truth, pred)
             union = area_t[:, None] + area_p[None, :] - inter
             found = {int(ids_t[r]) for r, _ in match_instances(np.where(union > 0, inter / np.maximum(union, 1), 0))}
-            for tid in ids_t:
+            for tid, area in zip(ids_t, area_t, strict=True):
+                if area < min_true:
+                    continue
                 code = cell_class.get((name, int(tid)), "?")
                 hit = per_class.setdefault(code, [0, 0])
                 hit[0] += int(tid) in found
@@ -153,6 +159,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
     return {
         "n_fovs": len(files),
         "pixel_size_um": px,
+        "min_true_area_um2": MIN_TRUE_AREA_UM2,
         "network": net.summary(),
         "baseline_colour_threshold": base.summary(),
         "sensitivity_per_class": {c: h[0] / h[1] for c, h in sorted(per_class.items())},

@@ -8,6 +8,9 @@ Definitions (also in docs/ai.md):
   A correctly found nucleated cell that happens to lie on top of a red cell therefore does not count
   against specificity. specificity = distractors not reported / all distractors.
 - F-beta weights recall beta^2 = 5 times as much as precision (the seed's 5:1).
+- True cells with a visible area below a minimum (default 15 µm², a third of the smallest nucleated
+  cell: slivers cut by the FOV border or hidden under other cells) are ignore regions; the sensitivity
+  over all cells is reported beside it as `sensitivity_all`.
 """
 
 from __future__ import annotations
@@ -71,6 +74,8 @@ class DetectionCounts:
     matched_predictions: int = 0
     distractors: int = 0
     distractors_reported: int = 0
+    small_true_cells: int = 0  # visible area below the evaluable minimum: ignore regions
+    small_found: int = 0
 
     def __add__(self, other: DetectionCounts) -> DetectionCounts:
         return DetectionCounts(*(x + y for x, y in zip(asdict(self).values(), asdict(other).values(), strict=True)))
@@ -78,6 +83,12 @@ class DetectionCounts:
     @property
     def sensitivity(self) -> float:
         return self.found / self.true_cells if self.true_cells else float("nan")
+
+    @property
+    def sensitivity_all(self) -> float:
+        """Sensitivity counting the slivers too (cells almost entirely cut off or covered)."""
+        n = self.true_cells + self.small_true_cells
+        return (self.found + self.small_found) / n if n else float("nan")
 
     @property
     def specificity(self) -> float:
@@ -95,6 +106,7 @@ class DetectionCounts:
         return {
             **asdict(self),
             "sensitivity": self.sensitivity,
+            "sensitivity_all": self.sensitivity_all,
             "specificity": self.specificity,
             "precision": self.precision,
             "f_beta": self.f_beta,
@@ -109,13 +121,30 @@ def f_beta(precision: float, recall: float, beta_squared: float = RECALL_WEIGHT)
 
 
 def detection_counts(
-    true_labels: np.ndarray, pred_labels: np.ndarray, distractors: np.ndarray | None = None, iou: float = 0.5
+    true_labels: np.ndarray,
+    pred_labels: np.ndarray,
+    distractors: np.ndarray | None = None,
+    iou: float = 0.5,
+    min_true_area: float = 0.0,
 ) -> DetectionCounts:
-    """Cell-level counts for one FOV from instance-id images of the same shape (0 = background)."""
-    ids_t, ids_p, inter, area_t, area_p = overlap_table(true_labels, pred_labels)
+    """Cell-level counts for one FOV from instance-id images of the same shape (0 = background).
+
+    True cells whose visible area is below `min_true_area` pixels (slivers cut by the FOV border or
+    hidden under other cells) are ignore regions: they count neither as true cells nor, when a prediction
+    matches one, as false positives; `sensitivity_all` reports them anyway.
+    """
+    _, ids_p, inter, area_t, area_p = overlap_table(true_labels, pred_labels)
     pairs = match_instances(_iou(inter, area_t, area_p), iou)
+    small = area_t < min_true_area
+    small_found = sum(1 for r, _ in pairs if small[r])
+    found = len(pairs) - small_found
     counts = DetectionCounts(
-        true_cells=len(ids_t), found=len(pairs), predicted=len(ids_p), matched_predictions=len(pairs)
+        true_cells=int((~small).sum()),
+        found=found,
+        predicted=len(ids_p) - small_found,
+        matched_predictions=found,
+        small_true_cells=int(small.sum()),
+        small_found=small_found,
     )
     if distractors is not None:
         ids_d, _, inter_d, area_d, area_p2 = overlap_table(distractors, pred_labels)

@@ -99,3 +99,13 @@ def test_differential_percent_me_ratio_and_flags():
     assert d.me_ratio == pytest.approx(2.0)  # 6 granulocytic / 3 erythroid; the blast is excluded
     assert d.critical["BLA"] == 1 and d.has_critical
     assert Differential.from_classes(["NGS"]).me_ratio is None
+
+
+def test_slivers_are_ignore_regions():
+    truth = _squares((40, 40), [(0, 0, 10, 10), (30, 30, 32, 32)])  # a cell and a 4-px sliver
+    pred = _squares((40, 40), [(0, 0, 10, 10), (30, 30, 32, 32)])
+    c = detection_counts(truth, pred, min_true_area=10)
+    assert (c.true_cells, c.found, c.predicted, c.small_true_cells, c.small_found) == (1, 1, 1, 1, 1)
+    assert c.sensitivity == 1.0 and c.sensitivity_all == 1.0
+    c = detection_counts(truth, _squares((40, 40), [(0, 0, 10, 10)]), min_true_area=10)
+    assert c.sensitivity == 1.0 and c.sensitivity_all == 0.5

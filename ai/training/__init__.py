@@ -133,7 +133,7 @@ def _train_labelled(kind: str, data_dir: Path, arch: str, out: Path, opts: Train
     steps = opts.steps_per_epoch or max(1, len(tr.labels) // opts.batch_size)
     seq = BalancedImages(tr.images, tr.labels, n_classes, opts.batch_size, steps, seed=opts.seed)
     val = (va.images.astype(np.float32), keras.utils.to_categorical(va.labels, n_classes))
-    hist = model.fit(seq, validation_data=val, epochs=opts.epochs, verbose=opts.verbose,
+    hist = model.fit(seq, validation_data=val, epochs=opts.epochs, verbose=opts.verbose, workers=2,
                      callbacks=_callbacks(out, opts.patience, "val_loss", "min"))  # fmt: skip
     probs = model.predict(va.images.astype(np.float32), batch_size=128, verbose=0)
     thresholds: dict[str, float] = {}

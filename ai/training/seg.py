@@ -40,7 +40,7 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     val_y = np.concatenate([v[1] for v in val_fixed])
     from ai.training import _callbacks
 
-    hist = model.fit(seq, validation_data=(val_x, val_y), epochs=opts.epochs, verbose=opts.verbose,
+    hist = model.fit(seq, validation_data=(val_x, val_y), epochs=opts.epochs, verbose=opts.verbose, workers=2,
                      callbacks=_callbacks(out, opts.patience, "val_loss", "min"))  # fmt: skip
 
     source_px = float(data.manifest.get("pixel_size_um") or 0.086)

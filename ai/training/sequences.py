@@ -44,10 +44,14 @@ class BalancedImages(keras.utils.Sequence):
         if not self.augment_images:
             return image
         (image,) = augment.geometric(self.rng, image)
+        s = image.shape[0]
         if self.rng.random() < 0.5:
-            s = image.shape[0]
             (scaled,) = augment.rescale(self.rng, image, jitter=0.12)
             image = _fit(scaled, s)
+        if self.rng.random() < 0.5:  # the segmenter's bbox centre is not the painted cell centre
+            dx, dy = self.rng.integers(-s // 16, s // 16 + 1, 2)
+            m = np.float32([[1, 0, dx], [0, 1, dy]])
+            image = cv2.warpAffine(image, m, (s, s), borderMode=cv2.BORDER_REFLECT_101)
         return augment.photometric(self.rng, image)
 
 
