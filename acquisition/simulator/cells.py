@@ -345,5 +345,5 @@ def _smudge(rng: np.random.Generator, nuc: np.ndarray, s: float) -> np.ndarray:
     rot = cv2.getRotationMatrix2D((shape[1] / 2, shape[0] / 2), angle, 1.0)
     streak = cv2.warpAffine(streak, rot, shape[::-1], borderMode=cv2.BORDER_REFLECT)
     f = soft(nuc, 1.2 * s)
-    amt = f * (0.45 + 0.3 * np.clip(streak, 0, None) + 0.25 * fractal_noise(rng, shape, 1.5 * s, 2))
+    amt = f * (0.6 + 0.3 * np.clip(streak, 0, None) + 0.25 * fractal_noise(rng, shape, 1.5 * s, 2))
     return np.clip(amt, 0, None)

@@ -72,7 +72,8 @@ def simulate_scan(
     profile = _profile(profile, allow_mixed=False)
     area = _area(scan_area)
     if out.exists() and any(out.iterdir()):
-        raise typer.BadParameter(f"{out} exists and is not empty", param_hint="--out")
+        typer.echo(f"error: {out} exists and is not empty", err=True)
+        raise typer.Exit(2)
     slide = simulate_slide(seed, profile, **({"scan_area_um": area} if area else {}))
     with tqdm(total=fovs + 2, desc=f"scan {slide.barcode}", unit="img") as bar:
         overview = slide.render_overview()
