@@ -11,7 +11,9 @@ import logging
 import re
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -41,12 +43,47 @@ def store(engine, tmp_path: Path) -> Store:
     return Store(engine, tmp_path / "blobs")
 
 
+@contextmanager
+def sqlite_store_in(folder: Path) -> Iterator[Store]:
+    """For tests of the protocol side only (association, refusals): the database does not matter."""
+    from integration.database import open_index
+
+    engine = open_index(f"sqlite:///{folder / 'index.sqlite3'}")
+    try:
+        yield Store(engine, folder / "blobs")
+    finally:
+        engine.dispose()
+
+
+@pytest.fixture
+def sqlite_store(tmp_path: Path) -> Iterator[Store]:
+    with sqlite_store_in(tmp_path) as store:
+        yield store
+
+
+@contextmanager
+def running(store: Store, **options: Any) -> Iterator[DimseServer]:
+    server = DimseServer(store, host="127.0.0.1", port=free_port(), **options)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+ALLOWED = ["STORESCU", "FINDSCU", "ECHOSCU"]
+
+
 @pytest.fixture
 def scp(store: Store) -> Iterator[DimseServer]:
-    server = DimseServer(store, host="127.0.0.1", port=free_port(), allowed_aes=["STORESCU", "FINDSCU", "ECHOSCU"])
-    server.start()
-    yield server
-    server.stop()
+    with running(store, allowed_aes=ALLOWED) as server:
+        yield server
+
+
+@pytest.fixture
+def light_scp(sqlite_store: Store) -> Iterator[DimseServer]:
+    with running(sqlite_store, allowed_aes=ALLOWED) as server:
+        yield server
 
 
 def peer(server: DimseServer) -> list[str]:
@@ -64,14 +101,14 @@ def blob_files(store: Store) -> list[Path]:
     return [p for p in store.blobs.root.rglob("*") if p.is_file()]
 
 
-def test_echo(scp: DimseServer) -> None:
-    done = run_tool("echoscu", "-v", *peer(scp))
+def test_echo(light_scp: DimseServer) -> None:
+    done = run_tool("echoscu", "-v", *peer(light_scp))
     assert "Received Echo Response (Success)" in done.stderr
 
 
-def test_calling_ae_not_on_allowlist_is_rejected(scp: DimseServer, caplog: pytest.LogCaptureFixture) -> None:
+def test_calling_ae_not_on_allowlist_is_rejected(light_scp: DimseServer, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="dicom_store.dimse"):
-        done = run_tool("echoscu", "-v", "-aet", "INTRUDER", *peer(scp), ok=False)
+        done = run_tool("echoscu", "-v", "-aet", "INTRUDER", *peer(light_scp), ok=False)
     assert done.returncode != 0
     assert "Association Rejected" in done.stderr
     assert "Calling AE Title Not Recognized" in done.stderr
@@ -273,7 +310,8 @@ def test_find_study_series_image_levels_in_both_models(scp: DimseServer, tmp_pat
     assert _find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=NOPE") == []
 
 
-def test_find_refuses_bad_identifiers_with_comment(scp: DimseServer, store: Store) -> None:
+def test_find_refuses_bad_identifiers_with_comment(light_scp: DimseServer) -> None:
+    scp = light_scp
     # PATIENT level does not exist in the Study Root model (PS3.4 C.6.2).
     done = run_tool("findscu", "-d", "-S", "-k", "QueryRetrieveLevel=PATIENT", "-k", "PatientID", *peer(scp), ok=False)
     assert "a900" in done.stderr.lower() or "Identifier Does Not Match SOP Class" in done.stderr

@@ -8,6 +8,7 @@ transcodes either.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 
 from pydicom.uid import (
@@ -40,6 +41,11 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
     Verification,
 )
+from sqlalchemy import func, select
+from sqlmodel import Session
+
+from dicom_store.models import Instance
+from dicom_store.store import Store
 
 #: Native (uncompressed) syntaxes; pynetdicom converts between these when a peer accepts only one.
 NATIVE_SYNTAXES: tuple[str, ...] = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
@@ -122,3 +128,36 @@ def send_contexts(pairs: Iterable[tuple[str, str]]) -> list[PresentationContext]
             "presentation contexts one association can propose"
         )
     return [build_context(sop_class, list(syntaxes)) for sop_class, syntaxes in wanted]
+
+
+def held_syntaxes(store: Store, sop_classes: Iterable[str]) -> dict[str, list[str]]:
+    """For each SOP class, the transfer syntaxes we hold it in, most instances first."""
+    classes = list(sop_classes)
+    counts: dict[str, Counter[str]] = {uid: Counter() for uid in classes}
+    if classes:
+        statement = (
+            select(Instance.sop_class_uid, Instance.transfer_syntax_uid, func.count())
+            .where(Instance.sop_class_uid.in_(classes))
+            .group_by(Instance.sop_class_uid, Instance.transfer_syntax_uid)
+        )
+        with Session(store.engine) as session:
+            for sop_class, syntax, count in session.execute(statement):
+                counts[sop_class][syntax] += count
+    return {uid: [syntax for syntax, _ in counter.most_common()] for uid, counter in counts.items()}
+
+
+def prefer_held_syntaxes(contexts: Iterable[PresentationContext], held: dict[str, list[str]]) -> None:
+    """Reorder, in place, the syntaxes of contexts a C-GET requestor will receive instances on.
+
+    One presentation context carries one transfer syntax, and dcmtk's getscu proposes each storage
+    class once with several syntaxes; since we send instances as stored, the syntax to accept is the
+    one we hold most of that class in (then the native ones: an encapsulated instance can still be
+    decompressed for a peer that takes only native, the reverse would need a lossy encoder).
+    """
+    for context in contexts:
+        syntaxes = held.get(str(context.abstract_syntax))
+        if syntaxes is None:
+            continue
+        order = [*syntaxes, *NATIVE_SYNTAXES]
+        current = list(context.transfer_syntax)
+        context.transfer_syntax = [s for s in order if s in current] + [s for s in current if s not in order]

@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from dicom_store.dimse import identifiers
-from dicom_store.dimse.contexts import send_contexts
+from dicom_store.dimse.contexts import NATIVE_SYNTAXES, held_syntaxes, prefer_held_syntaxes, send_contexts
 from dicom_store.errors import StoreError
 from dicom_store.models import Instance
 from dicom_store.store import Store
@@ -90,6 +90,19 @@ class Handlers:
         self.remote_aes = dict(remote_aes)
 
     # ---- association ------------------------------------------------------------------------------------
+
+    def on_requested(self, event: Event) -> None:
+        """Before negotiation: a C-GET requestor (it asks for the Storage SCP role) gets, per storage
+        class, the transfer syntax we hold that class in, since we send instances as stored."""
+        receiving = [uid for uid, item in event.assoc.requestor.role_selection.items() if item.scp_role]
+        if not receiving:
+            return
+        try:
+            held = held_syntaxes(self.store, receiving)
+        except Exception:
+            log.exception("cannot look up stored transfer syntaxes; negotiating with the default order")
+            return
+        prefer_held_syntaxes(event.assoc.acceptor.supported_contexts, held)
 
     def on_rejected(self, event: Event) -> None:
         allowed = event.assoc.ae.require_calling_aet
@@ -202,6 +215,8 @@ class Handlers:
                 return
             try:
                 dataset = pydicom.dcmread(self.store.blobs.absolute(row.path))
+                if event.event.name == "EVT_C_GET":
+                    _fit_to_accepted(event, dataset)
             except Exception as exc:
                 log.error("cannot read %s for a sub-operation: %s", row.sop_instance_uid, exc)
                 # A dataset pynetdicom cannot send counts as one failed sub-operation and keeps its UID
@@ -209,3 +224,21 @@ class Handlers:
                 dataset = Dataset()
                 dataset.SOPInstanceUID = row.sop_instance_uid
             yield PENDING, dataset
+
+
+def _fit_to_accepted(event: Event, dataset: Dataset) -> None:
+    """Decompress an encapsulated instance when the C-GET peer accepted only native syntaxes for its class.
+
+    Sending as stored is the rule; this is the fallback that keeps a mixed study retrievable by a
+    peer that proposed one context per class (the reverse, compressing, is never done).
+    """
+    syntax = str(dataset.file_meta.TransferSyntaxUID)
+    accepted = {
+        str(cx.transfer_syntax[0])
+        for cx in event.assoc.accepted_contexts
+        if cx.abstract_syntax == dataset.SOPClassUID and cx.as_scu
+    }
+    if syntax in accepted or syntax in NATIVE_SYNTAXES or not accepted & set(NATIVE_SYNTAXES):
+        return
+    log.info("decompressing %s (%s) for a peer that accepted only native syntaxes", dataset.SOPInstanceUID, syntax)
+    dataset.decompress()

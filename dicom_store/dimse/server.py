@@ -81,7 +81,11 @@ class DimseServer:
         self.ae.require_calling_aet = self.allowed_aes
         self.ae.network_timeout = network_timeout
         self.ae.dimse_timeout = dimse_timeout
-        self.ae.supported_contexts = scp_contexts()
+        for context in scp_contexts():
+            # add_supported_context keeps the roles; assigning ae.supported_contexts drops them.
+            self.ae.add_supported_context(
+                context.abstract_syntax, context.transfer_syntax, context.scu_role, context.scp_role
+            )
         self._server: ThreadedAssociationServer | None = None
 
     @property
@@ -109,6 +113,7 @@ class DimseServer:
                 (evt.EVT_C_MOVE, h.on_move),
                 (evt.EVT_C_GET, h.on_get),
                 (evt.EVT_REJECTED, h.on_rejected),
+                (evt.EVT_REQUESTED, h.on_requested),
             ],
         )
         log.info(
