@@ -8,7 +8,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
+
+from dicom_store.dicomweb.counters import LoopCounter, LoopHistogram
+from dicom_store.dicomweb.frames_asgi import ROUTE_KEY
 
 PREFIX = "/dicomweb"
 _PLACEHOLDERS = {"studies": "{study}", "series": "{series}", "instances": "{instance}", "frames": "{frames}"}
@@ -53,30 +56,27 @@ def dicomweb_route(path: str) -> str:
 
 
 class HttpMetrics:
+    """Requests and latency by route; loop-local counters (see dicom_store.dicomweb.counters)."""
+
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = Counter(
-            "marrowlink_http_requests",
-            "HTTP requests by route, method and status",
-            ["route", "method", "status"],
-            registry=registry,
+        self.requests = LoopCounter(
+            "marrowlink_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
         )
-        self.latency = Histogram(
+        self.latency = LoopHistogram(
             "marrowlink_http_request_seconds",
             "HTTP request latency by route",
             ["route"],
-            registry=registry,
-            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
-        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        registry.register(self.requests)
+        registry.register(self.latency)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        key = (route, method, status)
-        children = self._children.get(key)
-        if children is None:
-            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route))
-            self._children[key] = children
-        children[0].inc()
-        children[1].observe(seconds)
+        self.requests.inc(route, method, _STATUS.get(status) or str(status))
+        self.latency.observe(seconds, route)
+
+
+_STATUS = {code: str(code) for code in range(100, 600)}
 
 
 class Gateway:
@@ -112,9 +112,8 @@ class Gateway:
             try:
                 await self.dicomweb(child, receive, timed_send)
             finally:
-                self.metrics.observe(
-                    dicomweb_route(path[len(PREFIX) :]), scope["method"], status, time.perf_counter() - start
-                )
+                route = child.get(ROUTE_KEY) or dicomweb_route(path[len(PREFIX) :])
+                self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)
             return
         try:
             await self.fastapi(scope, receive, timed_send)

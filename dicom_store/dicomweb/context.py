@@ -10,6 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_store.dicomweb.asgi import Action, Authorize, base_url
+from dicom_store.dicomweb.counters import LoopCounter
 from dicom_store.dicomweb.json_model import MetadataCache
 from dicom_store.store import Store
 
@@ -27,7 +28,8 @@ class Metrics:
         self.stow_failures = Counter(
             "marrowlink_stow_failures", "STOW-RS instances refused, by failure reason", ["reason"], registry=registry
         )
-        self.frames_served = Counter("marrowlink_frames_served", "WADO-RS frames sent", registry=registry)
+        self.frames_served = LoopCounter("marrowlink_frames_served_total", "WADO-RS frames sent")
+        registry.register(self.frames_served)
 
 
 @dataclass

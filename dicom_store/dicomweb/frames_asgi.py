@@ -31,6 +31,9 @@ from dicom_store.store import FrameSource
 FRAMES_PATH = re.compile(
     r"^/studies/([0-9.]{1,64})/series/([0-9.]{1,64})/instances/([0-9.]{1,64})/frames/([0-9,]{1,4096})$"
 )
+#: Set in the scope when this route answered, so the api's metrics need not classify the path again.
+ROUTE_KEY = "marrowlink.route"
+ROUTE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
 _BOUNDARY_HEAD = b"--" + multipart.BOUNDARY.encode() + b"\r\nContent-Type: "
 _CLOSE = b"\r\n" + multipart.CLOSE
 
@@ -141,7 +144,8 @@ class FramesRoute:
             }
         )
         await send({"type": "http.response.body", "body": body})
-        self._served.inc(len(numbers))
+        self._served.inc(amount=len(numbers))
+        scope[ROUTE_KEY] = ROUTE
         return True
 
     def close(self) -> None:
@@ -175,7 +179,7 @@ async def frames(ctx: Context, request: Request, study: str, series: str, instan
         data = await run_in_threadpool(_frame_bytes, ctx, instance, numbers, answer.decode)
     except CannotDecode as exc:
         return json_error(406, str(exc))
-    ctx.metrics.frames_served.inc(len(numbers))
+    ctx.metrics.frames_served.inc(amount=len(numbers))
     if not answer.multipart:
         return Response(data[0], 200, media_type=answer.content_type)
     return Response(

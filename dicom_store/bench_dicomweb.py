@@ -1,0 +1,509 @@
+"""DICOMweb benchmarks, ours and Orthanc's side by side on the same data in one run (DESIGN §11).
+
+- WADO-RS frames/s and p50/p99 with 8 concurrent clients (wrk) on a multi-frame JPEG WSI, random frames,
+  ``Accept: multipart/related; type="application/octet-stream"; transfer-syntax=*`` (what DMV sends);
+  Orthanc's DICOMweb plugin with the same Accept, and Orthanc's raw REST route
+  ``/instances/{id}/frames/{n}/raw`` (the practical ceiling, stack.md).
+- QIDO-RS p50 with 10k and 100k instances in the index (rows inserted directly, for speed).
+
+Servers run as subprocesses so that the load generator and the server are separate processes, as in
+production. ``run()`` returns a dict; ``python -m dicom_store.bench_dicomweb --json`` prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+ORTHANC = "/usr/sbin/Orthanc"
+ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+_ROOT = "1.2.826.0.1.3680043.8.498."
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+
+
+def make_wsi(path: Path, frames: int = 4720, tile: int = 256, seed: int = 0) -> dict[str, str]:
+    """A TILED_FULL JPEG WSI level of ``frames`` tiles of about 8 KB (64 distinct tiles, cycled)."""
+    import imagecodecs
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage, generate_uid
+
+    rng = np.random.default_rng(seed)
+    distinct = []
+    for _ in range(64):
+        pixels = np.full((tile, tile, 3), (228, 196, 210), np.uint8)
+        noise = rng.integers(-16, 16, (tile // 4, tile // 4, 3))
+        pixels = np.clip(pixels + np.kron(noise, np.ones((4, 4, 1))).astype(int), 0, 255).astype(np.uint8)
+        distinct.append(imagecodecs.jpeg8_encode(pixels, level=80))
+    across = int(np.ceil(np.sqrt(frames)))
+    ds = Dataset()
+    ds.SOPClassUID = VLWholeSlideMicroscopyImageStorage
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.SeriesInstanceUID = (generate_uid(_ROOT) for _ in range(3))
+    ds.FrameOfReferenceUID = generate_uid(_ROOT)
+    ds.PatientName, ds.PatientID, ds.AccessionNumber = "BENCH^WSI", "BENCH", "BENCH1"
+    ds.StudyDate, ds.StudyTime, ds.Modality, ds.SeriesNumber, ds.InstanceNumber = "20261125", "120000", "SM", 1, 1
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    ds.DimensionOrganizationType = "TILED_FULL"
+    ds.TotalPixelMatrixColumns = across * tile
+    ds.TotalPixelMatrixRows = int(np.ceil(frames / across)) * tile
+    ds.NumberOfFrames = frames
+    ds.Rows = ds.Columns = tile
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.PlanarConfiguration = 3, "YBR_FULL_422", 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([distinct[i % 64] for i in range(frames)])
+    ds["PixelData"].VR = "OB"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = ds.SOPClassUID, ds.SOPInstanceUID
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.file_meta = meta
+    ds.save_as(path, enforce_file_format=True)
+    return {"study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID, "instance": ds.SOPInstanceUID}
+
+
+def _index_engine(url: str):  # type: ignore[no-untyped-def]
+    """The dicom_store tables only (no Alembic, no other package): enough for the benchmark."""
+    from sqlalchemy import create_engine, event
+    from sqlmodel import SQLModel
+
+    from dicom_store.models import FrameTable, Instance, Series, Study
+
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    tables = [Study.__table__, Series.__table__, Instance.__table__, FrameTable.__table__]  # type: ignore[attr-defined]
+    SQLModel.metadata.create_all(engine, tables=tables)
+    return engine
+
+
+def fill_index(engine, instances: int, per_study: int = 10) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    """``instances`` index rows (one series per study) inserted in bulk; returns UIDs to query for."""
+    from dicom_store.models import Instance, Series, Study
+
+    now = datetime.now(UTC)
+    studies, series, rows = [], [], []
+    for s in range(instances // per_study):
+        study_uid, series_uid = f"{_ROOT}1.{s + 1}", f"{_ROOT}2.{s + 1}"
+        name = f"PATIENT{s % 5000:04d}^GIVEN"
+        studies.append(
+            {
+                "study_instance_uid": study_uid,
+                "patient_id": f"P{s:06d}",
+                "patient_name": name,
+                "patient_name_search": name.replace("^", " "),
+                "study_date": f"2026{(s % 12) + 1:02d}{(s % 28) + 1:02d}",
+                "accession_number": f"A{s:07d}",
+                "created_at": now,
+            }
+        )
+        series.append(
+            {
+                "series_instance_uid": series_uid,
+                "study_instance_uid": study_uid,
+                "modality": "SM" if s % 3 else "SR",
+                "created_at": now,
+            }
+        )
+        for i in range(per_study):
+            rows.append(
+                {
+                    "sop_instance_uid": f"{_ROOT}3.{s + 1}.{i + 1}",
+                    "series_instance_uid": series_uid,
+                    "study_instance_uid": study_uid,
+                    "sop_class_uid": "1.2.840.10008.5.1.4.1.1.77.1.6",
+                    "instance_number": i + 1,
+                    "number_of_frames": 1,
+                    "transfer_syntax_uid": "1.2.840.10008.1.2.4.50",
+                    "path": f"bench/{s}/{i}.dcm",
+                    "size": 1,
+                    "created_at": now,
+                }
+            )
+    with engine.begin() as connection:
+        connection.execute(Study.__table__.insert(), studies)  # type: ignore[attr-defined]
+        connection.execute(Series.__table__.insert(), series)  # type: ignore[attr-defined]
+        for start in range(0, len(rows), 20000):
+            connection.execute(Instance.__table__.insert(), rows[start : start + 20000])  # type: ignore[attr-defined]
+    middle = len(studies) // 2
+    return {
+        "study": studies[middle]["study_instance_uid"],
+        "series": series[middle]["series_instance_uid"],
+        "patient_id": studies[middle]["patient_id"],
+        "sop": f"{_ROOT}3.{middle + 1}.5",
+    }
+
+
+# ---- our server ------------------------------------------------------------------------------------------
+
+
+def _serve(data: str, port: int, stack: str) -> None:
+    """Subprocess entry: serve the DICOMweb app (or the whole api) over ``data`` on ``port``."""
+    import uvicorn
+
+    from dicom_store.store import Store
+
+    engine = _index_engine(f"sqlite:///{data}/index.sqlite3")
+    store = Store(engine, Path(data) / "blobs")
+    if stack == "api":
+        from api import ApiConfig, create_app  # the full HTTP stack a user gets (gateway, metrics, auth)
+
+        app: Any = create_app(store, ApiConfig(dicomweb_public_read=True))
+    else:
+        from dicom_store.dicomweb import allow_all, dicomweb_app
+
+        app = dicomweb_app(store, authorize=allow_all, max_request_bytes=1 << 30)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+class _Server:
+    def __init__(self, data: Path, stack: str) -> None:
+        self.port = _free_port()
+        self.log = open(data / f"serve-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
+        code = f"from dicom_store.bench_dicomweb import _serve; _serve({str(data)!r}, {self.port}, {stack!r})"
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT)
+        self.prefix = "/dicomweb" if stack == "api" else ""
+        _wait_http(f"http://127.0.0.1:{self.port}/", self.process)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+# ---- Orthanc ---------------------------------------------------------------------------------------------
+
+
+class _Orthanc:
+    def __init__(self, folder: Path) -> None:
+        self.port = _free_port()
+        storage = folder / "orthanc"
+        storage.mkdir()
+        config = {
+            "Name": "peer",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "HttpPort": self.port,
+            "DicomPort": _free_port(),
+            "DicomAet": "ORTHANC",
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomAlwaysAllowFind": True,
+            "Plugins": [ORTHANC_DICOMWEB],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=self.log, stderr=self.log)
+        _wait_http(f"{self.url}/system", self.process)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def upload(self, path: Path) -> str:
+        response = httpx.post(f"{self.url}/instances", content=path.read_bytes(), timeout=120)
+        response.raise_for_status()
+        return response.json()["ID"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+# ---- load ------------------------------------------------------------------------------------------------
+
+_LUA = """
+math.randomseed(%(seed)d)
+local prefix, suffix, frames, first = "%(prefix)s", "%(suffix)s", %(frames)d, %(first)d
+local headers = {["Accept"] = '%(accept)s'}
+request = function()
+  return wrk.format("GET", prefix .. (math.random(1, frames) - 1 + first) .. suffix, headers)
+end
+"""
+
+
+def _parse_wrk(text: str) -> dict[str, float]:
+    def latency_ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([0-9.]+)(us|ms|s)\s*$", text, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rate = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+([0-9]+)", text)
+    socket_errors = re.search(r"Socket errors: (.*)", text)
+    return {
+        "frames_per_s": round(float(rate.group(1)), 1) if rate else float("nan"),
+        "p50_ms": round(latency_ms("50"), 3),
+        "p99_ms": round(latency_ms("99"), 3),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
+    }
+
+
+def wrk_frames(
+    host: str,
+    prefix: str,
+    suffix: str,
+    frames: int,
+    *,
+    seconds: float,
+    connections: int,
+    accept: str = ACCEPT,
+    first: int = 1,
+) -> dict[str, float]:
+    """Random frame numbers (``first`` is 1 for DICOMweb, 0 for Orthanc's REST) over keep-alive connections."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            _LUA % {"seed": 7, "prefix": prefix, "suffix": suffix, "frames": frames, "accept": accept, "first": first}
+        )
+    try:
+        threads = min(2, connections)
+        command = [wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "60s", "--latency"]
+        command += ["-s", script.name, host]
+        output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    finally:
+        os.unlink(script.name)
+    return _parse_wrk(output)
+
+
+def _check_frame(url: str, accept: str, expected: bytes) -> None:
+    response = httpx.get(url, headers={"Accept": accept}, timeout=120)
+    response.raise_for_status()
+    if expected.rstrip(b"\x00") not in response.content:  # Orthanc drops the even-length pad byte
+        raise AssertionError(f"{url} did not return the stored frame bytes")
+
+
+# ---- benchmarks ------------------------------------------------------------------------------------------
+
+
+def bench_frames(
+    folder: Path,
+    *,
+    frames: int = 4720,
+    seconds: float = 5.0,
+    connections: int = 8,
+    orthanc: bool = True,
+    stack: str = "api",
+) -> dict[str, Any]:
+    data = folder / "frames-data"
+    (data / "blobs").mkdir(parents=True)
+    wsi = data / "wsi.dcm"
+    uids = make_wsi(wsi, frames)
+    from dicom_store.store import Store
+
+    engine = _index_engine(f"sqlite:///{data}/index.sqlite3")
+    Store(engine, data / "blobs").store_file(wsi)
+    engine.dispose()
+    first = _first_frame(wsi)
+    path = f"/studies/{uids['study']}/series/{uids['series']}/instances/{uids['instance']}/frames/"
+    result: dict[str, Any] = {"frames_in_instance": frames, "connections": connections, "seconds": seconds}
+    server = _Server(data, stack)
+    try:
+        _check_frame(f"{server.url}{path}1", ACCEPT, first)
+        host = f"http://127.0.0.1:{server.port}"
+        wrk_frames(host, server.prefix + path, "", frames, seconds=1, connections=connections)  # warm-up
+        result["marrowlink"] = wrk_frames(
+            host, server.prefix + path, "", frames, seconds=seconds, connections=connections
+        )
+        result["marrowlink"]["stack"] = stack
+    finally:
+        server.stop()
+    if orthanc and Path(ORTHANC).exists():
+        peer = _Orthanc(folder)
+        try:
+            orthanc_id = peer.upload(wsi)
+            _check_frame(f"{peer.url}/instances/{orthanc_id}/frames/0/raw", "*/*", first)  # 0-based
+            raw = wrk_frames(
+                peer.url,
+                f"/instances/{orthanc_id}/frames/",
+                "/raw",
+                frames,
+                seconds=seconds,
+                connections=connections,
+                first=0,
+            )
+            result["orthanc_raw"] = raw
+            dicomweb = wrk_frames(peer.url, f"/dicom-web{path}", "", frames, seconds=seconds, connections=connections)
+            result["orthanc_dicomweb"] = dicomweb
+        finally:
+            peer.stop()
+        ours = result["marrowlink"]["frames_per_s"]
+        result["ratio_vs_orthanc_raw"] = round(ours / result["orthanc_raw"]["frames_per_s"], 2)
+        result["ratio_vs_orthanc_dicomweb"] = round(ours / max(result["orthanc_dicomweb"]["frames_per_s"], 0.01), 1)
+    return result
+
+
+def _first_frame(path: Path) -> bytes:
+    import pydicom
+
+    from dicom_store.frames import read_frame, scan_pixel_data
+
+    with open(path, "rb") as handle:
+        ds = pydicom.dcmread(handle, stop_before_pixels=True)
+        position = handle.tell()
+        layout = scan_pixel_data(
+            handle,
+            position,
+            path.stat().st_size,
+            transfer_syntax_uid=str(ds.file_meta.TransferSyntaxUID),
+            number_of_frames=int(ds.NumberOfFrames),
+            frame_bytes=None,
+        )
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        return read_frame(fd, layout, 1)
+    finally:
+        os.close(fd)
+
+
+def bench_qido(folder: Path, sizes: tuple[int, ...] = (10_000, 100_000), repeats: int = 100) -> dict[str, Any]:
+    """p50/p99 of typical QIDO searches with ``sizes`` instances indexed (sequential client, keep-alive)."""
+    results: dict[str, Any] = {}
+    for size in sizes:
+        data = folder / f"qido-{size}"
+        (data / "blobs").mkdir(parents=True)
+        engine = _index_engine(f"sqlite:///{data}/index.sqlite3")
+        uids = fill_index(engine, size)
+        engine.dispose()
+        server = _Server(data, "api")
+        queries = {
+            "studies_by_patient_id": ("/studies", {"PatientID": uids["patient_id"]}),
+            "studies_by_name_wildcard": ("/studies", {"PatientName": "PATIENT01*", "limit": "25"}),
+            "studies_modalities_sm": ("/studies", {"ModalitiesInStudy": "SM", "limit": "25"}),
+            "series_of_study": (f"/studies/{uids['study']}/series", {}),
+            "instances_of_series": (f"/studies/{uids['study']}/series/{uids['series']}/instances", {}),
+            "instance_by_uid": ("/instances", {"SOPInstanceUID": uids["sop"]}),
+        }
+        per_query: dict[str, Any] = {}
+        all_times: list[float] = []
+        try:
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                for name, (path, params) in queries.items():
+                    times = []
+                    for attempt in range(repeats + 5):
+                        start = time.perf_counter()
+                        response = client.get(path, params=params)
+                        elapsed = (time.perf_counter() - start) * 1000
+                        response.raise_for_status()
+                        if not response.json():
+                            raise AssertionError(f"QIDO {name} matched nothing")
+                        if attempt >= 5:
+                            times.append(elapsed)
+                    times.sort()
+                    per_query[name] = {
+                        "p50_ms": round(statistics.median(times), 2),
+                        "p99_ms": round(times[int(len(times) * 0.99) - 1], 2),
+                    }
+                    all_times += times
+        finally:
+            server.stop()
+        results[str(size)] = {"p50_ms": round(statistics.median(all_times), 2), "queries": per_query}
+    return results
+
+
+def run(
+    workdir: Path | None = None,
+    *,
+    frames: int = 4720,
+    seconds: float = 5.0,
+    connections: int = 8,
+    qido_sizes: tuple[int, ...] = (10_000, 100_000),
+    orthanc: bool = True,
+    stack: str = "api",
+) -> dict[str, Any]:
+    """Everything, in one run on this machine; absolute numbers are noisy, ratios are the point."""
+    folder = Path(tempfile.mkdtemp(prefix="bench-dicomweb-", dir=workdir))
+    try:
+        return {
+            "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+            "wado_frames": bench_frames(
+                folder, frames=frames, seconds=seconds, connections=connections, orthanc=orthanc, stack=stack
+            ),
+            "qido": bench_qido(folder, qido_sizes) if qido_sizes else {},
+        }
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=4720)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument("--qido", default="10000,100000", help="index sizes, comma-separated; empty to skip")
+    parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--stack", choices=["api", "dicomweb"], default="api")
+    parser.add_argument("--json", action="store_true", help="print JSON (default: indented JSON anyway)")
+    args = parser.parse_args(argv)
+    sizes = tuple(int(s) for s in args.qido.split(",") if s.strip())
+    result = run(
+        frames=args.frames,
+        seconds=args.seconds,
+        connections=args.connections,
+        qido_sizes=sizes,
+        orthanc=not args.no_orthanc,
+        stack=args.stack,
+    )
+    print(json.dumps(result, indent=None if args.json else 2))
+
+
+if __name__ == "__main__":
+    main()
