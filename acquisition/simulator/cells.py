@@ -164,7 +164,7 @@ def _chromatin(
     s = 1.0 / px_um  # px per µm
     kind = plan.chromatin
     if kind == "fine":
-        amt = 0.95 + 0.10 * fractal_noise(rng, shape, 0.5 * s, 2) + 0.06 * value_noise(rng, shape, 0.25 * s)
+        amt = 0.95 + 0.14 * fractal_noise(rng, shape, 0.5 * s, 2) + 0.1 * value_noise(rng, shape, 0.22 * s)
     elif kind == "lacy":
         n = fractal_noise(rng, shape, 0.9 * s, 2)
         amt = 0.85 + 0.25 * np.abs(n)
@@ -339,11 +339,11 @@ def _auer(rng: np.random.Generator, region: np.ndarray, s: float, n: int, faggot
 def _smudge(rng: np.random.Generator, nuc: np.ndarray, s: float) -> np.ndarray:
     """A smudge cell: chromatin smeared into a streaky, net-like pale-violet patch without cytoplasm."""
     shape = nuc.shape
-    grid = rng.standard_normal((max(2, int(shape[0] / (0.4 * s))), max(2, int(shape[1] / (3.0 * s)))))
+    grid = rng.standard_normal((max(2, int(shape[0] / (0.7 * s))), max(2, int(shape[1] / (1.8 * s)))))
     streak = cv2.resize(grid.astype(np.float32), shape[::-1], interpolation=cv2.INTER_CUBIC)
     angle = rng.uniform(0, 180)
     rot = cv2.getRotationMatrix2D((shape[1] / 2, shape[0] / 2), angle, 1.0)
     streak = cv2.warpAffine(streak, rot, shape[::-1], borderMode=cv2.BORDER_REFLECT)
     f = soft(nuc, 1.2 * s)
-    amt = f * (0.6 + 0.3 * np.clip(streak, 0, None) + 0.25 * fractal_noise(rng, shape, 1.5 * s, 2))
+    amt = f * (0.55 + 0.25 * np.abs(streak) + 0.3 * np.abs(fractal_noise(rng, shape, 0.6 * s, 2)))
     return np.clip(amt, 0, None)

@@ -69,8 +69,15 @@ def paint_red_cell(cv: Canvas, rc: RedCell, stain: SlideStain, label: int) -> No
         theta = np.arctan2(v, u)
         k = 10 + rc.seed % 7
         rho = rho / (1.0 + rc.crenation * np.cos(k * theta + rc.seed % 13))
+    else:
+        # Red cells are never perfect circles: a gentle low-order wobble of the outline.
+        theta = np.arctan2(v, u)
+        ph = (rc.seed % 1000) / 1000.0 * 2 * np.pi
+        rho = rho / (1.0 + 0.025 * np.cos(2 * theta + ph) + 0.02 * np.cos(3 * theta + 2 * ph))
     edge = np.clip((1.0 - rho) * r / 1.2, 0.0, 1.0)
-    thick = edge * (0.8 + 0.3 * rho * rho - rc.pallor * np.exp(-((rho / 0.55) ** 2)))
+    # Biconcave disc: a flat body, a slightly thicker rim and a soft-edged pale centre.
+    pale = 1.0 / (1.0 + np.exp((rho - 0.42) / 0.08))
+    thick = edge * (0.86 + 0.12 * rho**4 - rc.pallor * 0.85 * pale)
     amount = 0.9 + 0.2 * ((rc.seed >> 8) % 100) / 100.0
     od = (thick * amount)[:, :, None] * stain.od("rbc")[None, None, :]
     cv.add(od, rho < 1.0, x0, y0, label, cv.distractors)

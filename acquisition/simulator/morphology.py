@@ -33,7 +33,7 @@ def blast(rng: np.random.Generator) -> CellPlan:
         nucleus_offset=_u(rng, 0.0, 0.4),
         nucleus_elongation=_u(rng, 0.85, 1.0),
         chromatin="fine",
-        nucleus_amount=_u(rng, 0.8, 0.95),
+        nucleus_amount=_u(rng, 1.0, 1.2),
         nucleoli=int(rng.choice([0, 1, 2, 3], p=[0.15, 0.35, 0.35, 0.15])),
         nucleolus_um=_u(rng, 1.0, 1.8),
         granules=granules,

@@ -21,6 +21,8 @@ BLOCK_UM = 50.0
 MARGIN_UM = 40.0
 RBC_AREA_UM2 = np.pi * 3.75**2
 _MAX_COVERAGE = 6.0
+#: A smear is at most about two cells thick: coverage beyond 1 + this adds no more red cells.
+_EXTRA_LAYERS = 1.0
 _OFFSET = 1 << 20  # block indices made non-negative for SeedSequence
 
 #: Typical radius (µm) of each class, for spacing clustered and touching cells.
@@ -133,7 +135,7 @@ class ObjectField:
     def _cells_near(self, bx: int, by: int) -> np.ndarray:
         """(x, y, exclusion radius) of nucleated cells in this block and its 8 neighbours."""
         rows = [
-            (n.x, n.y, TYPICAL_RADIUS_UM[n.code] * n.scale * 0.85)
+            (n.x, n.y, TYPICAL_RADIUS_UM[n.code] * n.scale * 1.05 + 1.5)
             for dy in (-1, 0, 1)
             for dx in (-1, 0, 1)
             for n in self.cell_block(bx + dx, by + dy)
@@ -144,9 +146,11 @@ class ObjectField:
         """Nucleated cells of one block, some in clusters, some as touching pairs."""
         c = Content()
         rng = self._rng(2, bx, by)
-        xs, ys = self._points(rng, bx, by, self.comp.cellularity / 1e4 * BLOCK_UM * BLOCK_UM * 3.0)
+        xs, ys = self._points(
+            rng, bx, by, self.comp.cellularity / 1e4 * BLOCK_UM * BLOCK_UM * 3.0
+        )  # thinned by min(d, 2) / 3
         d = self.geometry.coverage(xs, ys) if len(xs) else np.zeros(0)
-        keep = rng.random(len(xs)) < np.minimum(d, 3.0) / 3.0
+        keep = rng.random(len(xs)) < np.minimum(d, 2.0) / 3.0
         for x, y, dd in zip(xs[keep], ys[keep], d[keep], strict=True):
             self._nucleated(c, rng, float(x), float(y), float(dd))
         return tuple(c.cells)
@@ -183,7 +187,7 @@ class ObjectField:
         keep = rng.random(len(xs)) < d
         ex, ey = self._points(rng, bx, by, _MAX_COVERAGE * area / RBC_AREA_UM2)
         ed = g.coverage(ex, ey) if len(ex) else np.zeros(0)
-        ekeep = rng.random(len(ex)) < np.clip(ed - 1.0, 0.0, None) / _MAX_COVERAGE
+        ekeep = rng.random(len(ex)) < np.clip(ed - 1.0, 0.0, _EXTRA_LAYERS) / _MAX_COVERAGE
         near = self._cells_near(bx, by)
         for x, y, dd in zip(np.r_[xs[keep], ex[ekeep]], np.r_[ys[keep], ey[ekeep]], np.r_[d[keep], ed[ekeep]],
                             strict=True):  # fmt: skip
@@ -225,7 +229,9 @@ class ObjectField:
         comp = self.comp
         # Central pallor shows in a monolayer; thick areas and the flattened tail lose it.
         pallor = float(np.clip(0.7 - 0.35 * max(d - 0.9, 0.0), 0.1, 0.7) * (0.45 if d < 0.18 else 1.0))
-        n = int(rng.integers(3, 9)) if (d > 0.9 and rng.random() < comp.rouleaux * min(d, 2.5) / 2.5) else 1
+        # Rouleaux: a few lattice cells become stacks of coins (rarer per cell since a stack is several cells).
+        stack = d > 0.9 and rng.random() < comp.rouleaux * min(d, 2.5) / 2.5 / 5.0
+        n = int(rng.integers(3, 9)) if stack else 1
         a = rng.uniform(0, np.pi)
         step = rng.uniform(0.45, 0.7) * 2 * comp.rbc_radius_um
         for i in range(n):

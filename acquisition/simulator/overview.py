@@ -103,13 +103,13 @@ def render_overview(
     pix_area = px * px
     od = np.zeros((h, w, 3), np.float32)
     od += (0.25 + 0.45 * np.minimum(cov, 2.5))[:, :, None] * stain.od("plasma")
-    red = rng.poisson(cov * pix_area / RBC_AREA_UM2).astype(np.float32)
+    red = rng.poisson(np.minimum(cov, 2.0) * pix_area / RBC_AREA_UM2).astype(np.float32)
     od += cv2.filter2D(red, -1, _kernel(3.75 / px, 0.45))[:, :, None] * stain.od("rbc")
-    nuc = rng.poisson(np.minimum(cov, 3.0) * cellularity / 1e4 * pix_area).astype(np.float32)
+    nuc = rng.poisson(np.minimum(cov, 2.0) * cellularity / 1e4 * pix_area).astype(np.float32)
     od += cv2.filter2D(nuc, -1, _kernel(3.2 / px))[:, :, None] * (stain.od("nucleus") * 1.3)
     od += cv2.filter2D(nuc, -1, _kernel(6.0 / px) * 0.5)[:, :, None] * stain.od("cyto_grey")
     pre = rng.poisson(prec / 100.0 * pix_area * 0.5).astype(np.float32)
-    od += cv2.GaussianBlur(pre, (0, 0), 0.5)[:, :, None] * (stain.od("precipitate") * 1.5)
+    od += cv2.GaussianBlur(pre, (0, 0), 0.6)[:, :, None] * (stain.od("precipitate") * 3.0)
     _artefacts(od, geometry, stain, rng)
 
     # The overview is a mosaic of 10x camera fields, each with its own vignetting.

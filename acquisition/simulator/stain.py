@@ -17,7 +17,7 @@ import numpy as np
 #: Eosin-dominated (pink/orange) entries follow the eosin gain, azure-dominated ones the azure gain.
 BASE_COLOURS: dict[str, tuple[tuple[int, int, int], str]] = {
     "plasma": ((242, 238, 244), "azure"),  # background proteins: faint blue-grey
-    "rbc": ((238, 186, 176), "eosin"),  # salmon-pink haemoglobin
+    "rbc": ((236, 178, 172), "eosin"),  # salmon-pink haemoglobin
     "nucleus": ((150, 105, 175), "azure"),  # euchromatin: violet
     "chromatin": ((120, 85, 160), "azure"),  # heterochromatin clumps added on top of "nucleus"
     "nucleolus": ((200, 195, 225), "azure"),  # pale blue, replaces chromatin

@@ -10,13 +10,16 @@ with pydicom, to the rules in reference/dicom_viewers.md, and checked by dciodvf
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
+from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage
 
 from acquisition.wsi import modules
@@ -186,6 +189,52 @@ def _pixels(ds: Dataset, frames: list[bytes], grid: PixelGrid, tile: int) -> Non
     ds.file_meta = meta
 
 
+_PER_FRAME = 0x52009230
+
+
+def _element(tag: int, vr: bytes, value: bytes) -> bytes:
+    """One Explicit VR Little Endian element with a defined length."""
+    if vr in (b"SQ", b"OB", b"UN"):
+        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, vr, 0, len(value)) + value
+    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, vr, len(value)) + value
+
+
+def _item(value: bytes) -> bytes:
+    return struct.pack("<HHI", 0xFFFE, 0xE000, len(value)) + value
+
+
+def _ds(value: float) -> bytes:
+    text = f"{value:.6f}".rstrip("0").rstrip(".") or "0"
+    raw = text.encode()[:16]
+    return raw + b" " * (len(raw) % 2)
+
+
+def per_frame_groups(tiles: Sequence[SparseTile], grid: PixelGrid, tile: int) -> RawDataElement:
+    """The Per-Frame Functional Groups Sequence (Plane Position (Slide) + Frame Content), pre-encoded.
+
+    A sparse level has thousands of frames and building each item as pydicom Datasets costs about a
+    second per slide; the items are fixed in shape, so they are packed here and pydicom writes them
+    as they are (Explicit VR Little Endian, as every JPEG transfer syntax is). Reading them back parses
+    them like any other sequence.
+    """
+    items = []
+    for entry in tiles:
+        column, row = entry.tile_column * tile, entry.tile_row * tile
+        point = grid.pixel_to_slide(column, row)
+        position = (
+            _element(0x0040072A, b"DS", _ds(point.x_mm))
+            + _element(0x0040073A, b"DS", _ds(point.y_mm))
+            + _element(0x0040074A, b"DS", _ds(0.0))
+            + _element(0x0048021E, b"SL", struct.pack("<i", column + 1))
+            + _element(0x0048021F, b"SL", struct.pack("<i", row + 1))
+        )
+        content = _element(0x00209157, b"UL", struct.pack("<II", entry.tile_column + 1, entry.tile_row + 1))
+        group = _element(0x00209111, b"SQ", _item(content)) + _element(0x0048021A, b"SQ", _item(position))
+        items.append(_item(group))
+    value = b"".join(items)
+    return RawDataElement(Tag(_PER_FRAME), "SQ", len(value), value, 0, False, True)
+
+
 def _sparse_level(
     tiles: list[SparseTile], grid: PixelGrid, context: SlideContext, *, tile: int, objective_power: float, number: int
 ) -> Dataset:
@@ -198,22 +247,6 @@ def _sparse_level(
         number=number,
     )
     ds.DimensionOrganizationType = "TILED_SPARSE"
-    per_frame = []
-    for item in tiles:
-        column, row = item.tile_column * tile, item.tile_row * tile
-        position = Dataset()
-        position.ColumnPositionInTotalImagePixelMatrix = column + 1
-        position.RowPositionInTotalImagePixelMatrix = row + 1
-        point = grid.pixel_to_slide(column, row)
-        position.XOffsetInSlideCoordinateSystem = round(point.x_mm, 6)
-        position.YOffsetInSlideCoordinateSystem = round(point.y_mm, 6)
-        position.ZOffsetInSlideCoordinateSystem = 0.0
-        content = Dataset()
-        content.DimensionIndexValues = [item.tile_column + 1, item.tile_row + 1]
-        group = Dataset()
-        group.PlanePositionSlideSequence = [position]
-        group.FrameContentSequence = [content]
-        per_frame.append(group)
-    ds.PerFrameFunctionalGroupsSequence = per_frame
+    ds[_PER_FRAME] = per_frame_groups(tiles, grid, tile)
     _pixels(ds, [item.jpeg for item in tiles], grid, tile)
     return ds

@@ -108,11 +108,18 @@ def tile_sparse(
 
     canvases: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
     futures = {}
-    with _pool() as pool:
-        for fov, keys in zip(fovs, spans, strict=True):
-            if not keys:
-                continue
-            pixels = fov.load()
+    with _pool() as pool, _pool() as loaders:
+        # Decode a few FOVs ahead on other threads while this one is cut and encoded; the look-ahead
+        # is bounded so memory stays at a handful of decoded FOVs whatever the scan size.
+        wanted = [fov for fov, keys in zip(fovs, spans, strict=True) if keys]
+        wanted_keys = [keys for keys in spans if keys]
+        ahead = 3
+        loading = [loaders.submit(fov.load) for fov in wanted[:ahead]]
+        for index, (fov, keys) in enumerate(zip(wanted, wanted_keys, strict=True)):
+            pixels = loading[index].result()
+            loading[index] = None  # type: ignore[call-overload]
+            if index + ahead < len(wanted):
+                loading.append(loaders.submit(wanted[index + ahead].load))
             if pixels.shape[0] != fov.height or pixels.shape[1] != fov.width:
                 raise ValueError(f"FOV image is {pixels.shape[1]}x{pixels.shape[0]}, expected {fov.width}x{fov.height}")
             for key in keys:
