@@ -53,6 +53,26 @@ def _run(command: list[str], env: dict[str, str] | None = None) -> dict[str, Any
     return {"seconds": round(seconds, 3), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
 
 
+_PREPARE = """
+import sys
+from pathlib import Path
+from acquisition.wsi.bench import make_input, make_mosaic
+folder = Path(sys.argv[1])
+export = make_input(folder, fovs=int(sys.argv[2]), seed=int(sys.argv[3]))
+if sys.argv[4] == "1":
+    make_mosaic(export, folder)
+"""
+
+
+def read_overview_path(export: Path) -> Path:
+    from acquisition.metafer import read_metafer_export
+
+    overview = read_metafer_export(export).overview
+    if overview is None:
+        raise RuntimeError(f"{export}: no overview")
+    return overview.file
+
+
 def make_input(folder: Path, *, fovs: int, seed: int) -> Path:
     from acquisition import plan_scan, simulate_slide, write_metafer_export
 
@@ -107,13 +127,19 @@ def run_bench(fovs: int = 50, seed: int = 1, peers: bool = True) -> dict[str, An
     result: dict[str, Any] = {"fovs": fovs, "seed": seed, "cpus": os.cpu_count()}
     with tempfile.TemporaryDirectory(prefix="marrowlink-bench-wsi-") as tmp:
         folder = Path(tmp)
-        export = make_input(folder, fovs=fovs, seed=seed)
+        # Inputs are made in a child process: a child forked from a parent that holds the simulated
+        # slide would start with the parent's resident memory and spoil every peak-RSS number.
+        subprocess.run(
+            [sys.executable, "-c", _PREPARE, str(folder), str(fovs), str(seed), "1" if peers else "0"], check=True
+        )
+        export = folder / "export"
         out = folder / "ours"
         out.mkdir()
         result["marrowlink"] = _run([sys.executable, "-c", _OURS, str(export), str(out)])
         result["marrowlink"]["output_mb"] = round(sum(p.stat().st_size for p in out.iterdir()) / 1e6, 1)
         if peers:
-            jpeg, tiff, overview = make_mosaic(export, folder)
+            jpeg, tiff = folder / "mosaic.jpg", folder / "mosaic.tiff"
+            overview = read_overview_path(export)
             result["peer_input"] = {"mosaic_pixels": list(imagecodecs_shape(jpeg)), "overview": overview.name}
             orthanc = shutil.which("OrthancWSIDicomizer")
             if orthanc:
