@@ -119,3 +119,19 @@ def test_cli_imports(export: Path, tmp_path: Path) -> None:
     )
     assert out.returncode == 0, out.stderr
     assert study_uid_for("ACC-9", UID_ROOT) in out.stdout
+
+
+def test_orthanc_accepts_imported_instances_over_c_store(export: Path, engine, tmp_path: Path) -> None:
+    from dicom_store.dimse.scu import forward
+    from tests.orthanc import orthanc_server
+
+    store = Store(engine, tmp_path / "blobs")
+    result = import_scan(export, store, uid_root=UID_ROOT, accession_number="ACC-10")
+    with orthanc_server(tmp_path / "orthanc") as orthanc:
+        sent = forward(store, result.sop_instance_uids, ("127.0.0.1", orthanc.dicom_port, orthanc.ae_title))
+        assert sent.ok, sent.failed
+        with orthanc.client() as client:
+            stored = client.get("/instances").json()
+            assert len(stored) == len(result.sop_instance_uids)
+            tags = client.get(f"/instances/{stored[0]}/simplified-tags").json()
+            assert tags["ContainerIdentifier"] == read_metafer_export(export).barcode
