@@ -152,18 +152,19 @@ SIGNER = VerifyingObserver("Pathologist^Paula", "Marrow Lab", "ppath")
 
 @cache
 def results() -> Results:
-    """All objects of one analysis run in one result series, then the sign-off and a correction."""
+    """All objects of one analysis run (a series per modality), then the sign-off and a correction."""
     s = scan()
-    series = generate_uid(UID_ROOT)
-    common = {"uid_root": UID_ROOT, "series_number": 900, "series_instance_uid": series}
-    seg = write_cell_segmentation(s.sparse, s.regions, SEG_ALGORITHM, instance_number=1, **common)
-    ann = write_cell_annotations(s.sparse, s.regions, CLS_ALGORITHM, instance_number=2, **common)
-    aoi = write_aoi_annotations(s.overview, s.tiles, AOI_ALGORITHM, instance_number=3, **common)
+    common = {"uid_root": UID_ROOT}
+    seg = write_cell_segmentation(s.sparse, s.regions, SEG_ALGORITHM, series_number=900, **common)
+    # Both annotation objects of the run share one ANN series; a series never mixes modalities.
+    ann_series = {"series_instance_uid": generate_uid(UID_ROOT), "series_number": 901, **common}
+    ann = write_cell_annotations(s.sparse, s.regions, CLS_ALGORITHM, instance_number=1, **ann_series)
+    aoi = write_aoi_annotations(s.overview, s.tiles, AOI_ALGORITHM, instance_number=2, **ann_series)
     report = {"source": s.sparse, "seg": seg, "ann": ann, "algorithm": CLS_ALGORITHM, "regions": s.regions}
     preliminary = write_differential_report(
-        **report, differential=s.differential, evidence=[aoi, s.overview], instance_number=4, **common
+        **report, differential=s.differential, evidence=[aoi, s.overview], series_number=902, **common
     )
-    signed = {"uid_root": UID_ROOT, "series_number": 901, "verifying_observer": SIGNER}
+    signed = {"uid_root": UID_ROOT, "series_number": 903, "verifying_observer": SIGNER}
     final = write_differential_report(**report, differential=s.differential, status="final", **signed)
     corrected_classes = [
         "BLA" if c.cell_class == "MYB" else c.cell_class for r in s.regions for c in r.detections.cells

@@ -90,7 +90,7 @@ def write_differential_report(
     evidence: Sequence[pydicom.Dataset]
         Further instances to reference (e.g. the AOI annotations, the overview).
     series_instance_uid, sop_instance_uid: str, optional
-        Given when several objects of one run share a series.
+        Given to put several objects of one modality in one series (a series never mixes modalities).
     instance_number: int
         Instance Number.
     institution_name: str, optional
