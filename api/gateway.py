@@ -11,7 +11,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from dicom_store.dicomweb.counters import LoopCounter, LoopHistogram
-from dicom_store.dicomweb.frames_asgi import ROUTE_KEY
+from dicom_store.dicomweb.frames_asgi import FRAMES_PATH, TRIED
+from dicom_store.dicomweb.frames_asgi import ROUTE as FRAMES_ROUTE
 
 PREFIX = "/dicomweb"
 _PLACEHOLDERS = {"studies": "{study}", "series": "{series}", "instances": "{instance}", "frames": "{frames}"}
@@ -96,6 +97,17 @@ class Gateway:
 
     async def _dispatch(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         start = time.perf_counter()
+        root = scope.get("root_path", "")
+        path = scope["path"][len(root) :] if root and scope["path"].startswith(root) else scope["path"]
+        dicomweb = path.startswith(PREFIX + "/") or path == PREFIX
+        if dicomweb and scope["method"] == "GET":
+            match = FRAMES_PATH.match(path, len(PREFIX))
+            if match is not None:  # the hot path: no scope copy, no send wrapper
+                status = await self.dicomweb.frames(scope, send, match)
+                if status:
+                    self.metrics.observe(FRAMES_ROUTE, "GET", status, time.perf_counter() - start)
+                    return
+                scope[TRIED] = True
         status = 500
 
         async def timed_send(message: dict[str, Any]) -> None:
@@ -104,15 +116,13 @@ class Gateway:
                 status = message["status"]
             await send(message)
 
-        root = scope.get("root_path", "")
-        path = scope["path"][len(root) :] if root and scope["path"].startswith(root) else scope["path"]
-        if path == PREFIX or path.startswith(PREFIX + "/"):
+        if dicomweb:
             child = dict(scope)
             child["root_path"] = root + PREFIX
             try:
                 await self.dicomweb(child, receive, timed_send)
             finally:
-                route = child.get(ROUTE_KEY) or dicomweb_route(path[len(PREFIX) :])
+                route = dicomweb_route(path[len(PREFIX) :])
                 self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)
             return
         try:

@@ -14,6 +14,7 @@ from starlette.routing import Route
 from dicom_store.dicomweb import frames_asgi, qido, rendered, stow, wado
 from dicom_store.dicomweb.asgi import Authorize, Denied, denied_response
 from dicom_store.dicomweb.context import Context, Metrics, json_error
+from dicom_store.dicomweb.frames_asgi import TRIED
 from dicom_store.errors import NotFound
 from dicom_store.query import Level
 from dicom_store.store import Store
@@ -109,7 +110,7 @@ class DicomWebApp:
             self._slow = cors(self.routes, cors_origins)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET":
+        if scope["type"] == "http" and scope["method"] == "GET" and TRIED not in scope:
             path = scope["path"]
             root = scope.get("root_path", "")
             if root and path.startswith(root):

@@ -29,10 +29,10 @@ from dicom_store.errors import NotFound
 from dicom_store.store import FrameSource
 
 FRAMES_PATH = re.compile(
-    r"^/studies/([0-9.]{1,64})/series/([0-9.]{1,64})/instances/([0-9.]{1,64})/frames/([0-9,]{1,4096})$"
+    r"/studies/([0-9.]{1,64})/series/([0-9.]{1,64})/instances/([0-9.]{1,64})/frames/([0-9,]{1,4096})$"
 )
-#: Set in the scope when this route answered, so the api's metrics need not classify the path again.
-ROUTE_KEY = "marrowlink.route"
+#: The metrics label of this route; TRIED marks a request the fast path declined (not tried again).
+TRIED = "marrowlink.frames_tried"
 ROUTE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
 _BOUNDARY_HEAD = b"--" + multipart.BOUNDARY.encode() + b"\r\nContent-Type: "
 _CLOSE = b"\r\n" + multipart.CLOSE
@@ -63,7 +63,7 @@ class _Frames:
 
 
 class FramesRoute:
-    """Serves ``…/frames/{list}`` from stored bytes; returns False when the slow route must answer."""
+    """Serves ``…/frames/{list}`` from stored bytes; declines (0) when the slow route must answer."""
 
     def __init__(self, ctx: Context, max_open: int = 256) -> None:
         self.ctx = ctx
@@ -88,7 +88,8 @@ class FramesRoute:
                 os.close(old.fd)
         return entry
 
-    async def __call__(self, scope: dict[str, Any], send: Any, match: re.Match[str]) -> bool:
+    async def __call__(self, scope: dict[str, Any], send: Any, match: re.Match[str]) -> int:
+        """Answer and return the status sent, or 0 to leave the request to the slow route."""
         study, series, instance, frame_list = match.groups()
         authorization = accept = None
         for key, value in scope["headers"]:
@@ -101,26 +102,26 @@ class FramesRoute:
         except Denied as exc:
             status, body, headers = denied_response(exc)
             await respond(send, status, body, headers)
-            return True
+            return status
         try:
             source = self.ctx.store.frame_source(instance)
         except NotFound:
-            return False  # the slow route words the 404
+            return 0  # the slow route words the 404
         row = source.instance
         if row.study_instance_uid != study or row.series_instance_uid != series:
-            return False
+            return 0
         try:
             numbers = [int(n) for n in frame_list.split(",")]
         except ValueError:
-            return False
+            return 0
         total = row.number_of_frames
         if not numbers or any(n < 1 or n > total for n in numbers):
-            return False
+            return 0
         answer = negotiate_frames(accept, source.transfer_syntax_uid, len(numbers) == 1)
         if answer is None or answer.decode:
-            return False
+            return 0
         if not source.layout.encapsulated and source.layout.number_of_frames != total:
-            return False  # 1-bit frames that are not byte-aligned: the Store re-packs them
+            return 0  # 1-bit frames that are not byte-aligned: the Store re-packs them
         frames = self._frames(source)
         part_type = answer.content_type.encode()
         if not answer.multipart:
@@ -145,8 +146,7 @@ class FramesRoute:
         )
         await send({"type": "http.response.body", "body": body})
         self._served.inc(amount=len(numbers))
-        scope[ROUTE_KEY] = ROUTE
-        return True
+        return 200
 
     def close(self) -> None:
         with self._lock:
