@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     remote_aes: list[RemoteAe] = Field(default_factory=list)
     forward_to: str | None = None  # AE title (from remote_aes) to forward results to
 
+    #: The LIS's MLLP listener ("HOST:PORT") that receives ORU^R01 results; none: results are not sent.
+    lis_destination: str | None = None
+    #: Receiving application/facility put into MSH-5/MSH-6 of results.
+    lis_application: str = "LIS"
+    lis_facility: str = ""
+
     uid_root: str = DEFAULT_UID_ROOT
     duplicate_policy: DuplicatePolicy = "reject"
     max_request_bytes: int = 2 * 1024**3
