@@ -8,7 +8,18 @@ from dicom_store.errors import DuplicateInstance, InvalidInstance, NotFound, Out
 from dicom_store.query import Level, Query, UnsupportedQuery, parse_query
 from dicom_store.store import DuplicatePolicy, FrameSource, Outcome, Store, StoredInstance
 
+
+def __getattr__(name: str):  # type: ignore[no-untyped-def]
+    """``DimseServer`` on first use only: importing pynetdicom is not free, and most users of the store need none."""
+    if name == "DimseServer":
+        from dicom_store.dimse import DimseServer
+
+        return DimseServer
+    raise AttributeError(f"module 'dicom_store' has no attribute {name!r}")
+
+
 __all__ = [
+    "DimseServer",
     "DuplicateInstance",
     "DuplicatePolicy",
     "FrameSource",

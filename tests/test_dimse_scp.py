@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import ssl
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -320,3 +321,24 @@ def test_find_refuses_bad_identifiers_with_comment(light_scp: DimseServer) -> No
         "findscu", "-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=yesterday", *peer(scp), ok=False
     )
     assert "is not a DICOM date/time" in _error_comment(done.stderr)
+
+
+def test_tls_echo_and_store(sqlite_store: Store, tmp_path: Path) -> None:
+    """DICOM over TLS (PS3.15 B.1) with a throw-away self-signed server certificate; dcmtk as client."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True, timeout=60,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    with running(sqlite_store, ssl_context=context) as server:
+        # +tla: TLS without a client certificate; +cf: trust our self-signed server certificate.
+        tls = ["+tla", "+cf", str(cert)]
+        assert "Received Echo Response (Success)" in run_tool("echoscu", "-v", *tls, *peer(server)).stderr
+        ds = secondary_capture()
+        run_tool("storescu", *tls, *peer(server), str(write(ds, tmp_path / "sc.dcm")))
+        assert sqlite_store.get_dataset(ds.SOPInstanceUID).PixelData == ds.PixelData
+        # A plain TCP client cannot talk to the TLS port.
+        assert run_tool("echoscu", *peer(server), ok=False).returncode != 0

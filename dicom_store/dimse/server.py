@@ -20,6 +20,14 @@ from dicom_store.store import Store
 log = logging.getLogger(__name__)
 
 
+def quiet_pynetdicom() -> None:
+    """pynetdicom logs every association, PDU summary and C-FIND identifier at INFO; our handlers log
+    what an operator needs (who stored what, refusals with reasons). Lowered only if nobody set it."""
+    library = logging.getLogger("pynetdicom")
+    if library.level == logging.NOTSET:
+        library.setLevel(logging.WARNING)
+
+
 def use_chunked_receive() -> None:
     """Stream received C-STORE data sets to a file instead of memory (process-wide pynetdicom switch).
 
@@ -101,6 +109,7 @@ class DimseServer:
         if self._server is not None:
             return
         use_chunked_receive()
+        quiet_pynetdicom()
         h = self.handlers
         self._server = self.ae.start_server(
             (self.host, self.port),
