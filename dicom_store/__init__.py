@@ -15,6 +15,10 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
         from dicom_store.dimse import DimseServer
 
         return DimseServer
+    if name == "dicomweb_app":  # Starlette and the codecs load only when the HTTP service is built
+        from dicom_store.dicomweb import dicomweb_app
+
+        return dicomweb_app
     raise AttributeError(f"module 'dicom_store' has no attribute {name!r}")
 
 
@@ -33,5 +37,6 @@ __all__ = [
     "StoreError",
     "StoredInstance",
     "UnsupportedQuery",
+    "dicomweb_app",
     "parse_query",
 ]
