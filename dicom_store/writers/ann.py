@@ -81,7 +81,7 @@ def write_cell_annotations(
     series_number: int
         Series Number of the result series.
     series_instance_uid, sop_instance_uid: str, optional
-        Given when several objects of one analysis run share a series.
+        Given to put several objects of one modality in one series (a series never mixes modalities).
     instance_number: int
         Instance Number.
 

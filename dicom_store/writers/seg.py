@@ -83,7 +83,7 @@ def write_cell_segmentation(
     series_number: int
         Series Number of the result series.
     series_instance_uid, sop_instance_uid: str, optional
-        Given when several objects of one analysis run share a series.
+        Given to put several objects of one modality in one series (a series never mixes modalities).
     instance_number: int
         Instance Number.
 
@@ -97,6 +97,10 @@ def write_cell_segmentation(
     if not tiles:
         raise ValueError("no cell in any region: a Segmentation needs at least one non-empty frame")
     positions = [geometry.tile_position(tc * geometry.tile_columns, tr * geometry.tile_rows) for tr, tc in tiles]
+    # Move the tiles into one array one by one, so that a 50-FOV slide holds one copy, not two.
+    frames = np.empty((len(tiles), geometry.tile_rows, geometry.tile_columns), dtype=np.uint8)
+    for index, key in enumerate(list(tiles)):
+        frames[index] = tiles.pop(key)
     segment = hd.seg.SegmentDescription(
         segment_number=1,
         segment_label=SEGMENT_LABEL,
@@ -110,7 +114,7 @@ def write_cell_segmentation(
     )
     seg = hd.seg.Segmentation(
         source_images=[source],
-        pixel_array=np.stack(list(tiles.values())),
+        pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
         series_instance_uid=series_instance_uid or generate_uid(uid_root),
