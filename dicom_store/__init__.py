@@ -19,6 +19,10 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
         from dicom_store.dicomweb import dicomweb_app
 
         return dicomweb_app
+    if name == "writers":  # SEG/ANN/SR writers: highdicom and cv2 load only when results are written
+        import importlib
+
+        return importlib.import_module("dicom_store.writers")
     raise AttributeError(f"module 'dicom_store' has no attribute {name!r}")
 
 
@@ -39,4 +43,5 @@ __all__ = [
     "UnsupportedQuery",
     "dicomweb_app",
     "parse_query",
+    "writers",
 ]

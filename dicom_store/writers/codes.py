@@ -10,7 +10,7 @@ Standard codes, each checked against pydicom's copy of DICOM PS3.16 (``pydicom/s
 - SCT 42798000 Area (CID 8136 Microscopy Measurement Type); UCUM um2, 1, %, {ratio} (CID 7181).
 - SCT 363679005 Imaging procedure: TID 1500 Procedure Reported (CID 100).
 - SCT 52101004 Present / SCT 272519000 Absent (CID 241) for the critical-cell flags.
-- SCT 14016003 Bone marrow (CID 8134), as the annotations' primary anatomic structure.
+- SCT 14016003 Bone marrow (CID 8134), the SEG segment's primary anatomic structure.
 - LOINC codes only from ../shared/reference/loinc.md's verified bone-marrow list (the same subset
   hl7/codes.py uses, so the SR and the ORU say the same thing).
 
