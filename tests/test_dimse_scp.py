@@ -342,3 +342,52 @@ def test_tls_echo_and_store(sqlite_store: Store, tmp_path: Path) -> None:
         assert sqlite_store.get_dataset(ds.SOPInstanceUID).PixelData == ds.PixelData
         # A plain TCP client cannot talk to the TLS port.
         assert run_tool("echoscu", *peer(server), ok=False).returncode != 0
+
+
+def test_negotiation_accepts_archive_classes_in_the_proposed_syntax(light_scp: DimseServer) -> None:
+    """Every class the archive stores is accepted, in the sender's encapsulated syntax when it offers one
+    (a sender that gets Explicit VR Little Endian instead would have to decompress)."""
+    from pynetdicom.sop_class import (
+        BasicTextSRStorage,
+        Comprehensive3DSRStorage,
+        ComprehensiveSRStorage,
+        MicroscopyBulkSimpleAnnotationsStorage,
+        SecondaryCaptureImageStorage,
+        SegmentationStorage,
+        VLSlideCoordinatesMicroscopicImageStorage,
+        VLWholeSlideMicroscopyImageStorage,
+    )
+
+    uid = pydicom.uid
+    proposals = {
+        VLWholeSlideMicroscopyImageStorage: [uid.JPEGBaseline8Bit, uid.ExplicitVRLittleEndian],
+        VLSlideCoordinatesMicroscopicImageStorage: [uid.HTJ2K, uid.ExplicitVRLittleEndian],
+        SegmentationStorage: [uid.ExplicitVRLittleEndian, uid.RLELossless],
+        SecondaryCaptureImageStorage: [uid.JPEG2000Lossless],
+        MicroscopyBulkSimpleAnnotationsStorage: [uid.ExplicitVRLittleEndian],
+        Comprehensive3DSRStorage: [uid.ImplicitVRLittleEndian],
+        ComprehensiveSRStorage: [uid.DeflatedExplicitVRLittleEndian],
+        BasicTextSRStorage: [uid.ExplicitVRLittleEndian, uid.ImplicitVRLittleEndian],
+    }
+    expected = {
+        VLWholeSlideMicroscopyImageStorage: uid.JPEGBaseline8Bit,
+        VLSlideCoordinatesMicroscopicImageStorage: uid.HTJ2K,
+        SegmentationStorage: uid.RLELossless,
+        SecondaryCaptureImageStorage: uid.JPEG2000Lossless,
+        MicroscopyBulkSimpleAnnotationsStorage: uid.ExplicitVRLittleEndian,
+        Comprehensive3DSRStorage: uid.ImplicitVRLittleEndian,
+        ComprehensiveSRStorage: uid.DeflatedExplicitVRLittleEndian,
+        BasicTextSRStorage: uid.ExplicitVRLittleEndian,
+    }
+    ae = AE("STORESCU")
+    for sop_class, syntaxes in proposals.items():
+        ae.add_requested_context(sop_class, syntaxes)
+    assoc = ae.associate(*light_scp.address, ae_title=light_scp.ae_title)
+    assert assoc.is_established
+    try:
+        accepted = {cx.abstract_syntax: cx.transfer_syntax[0] for cx in assoc.accepted_contexts}
+    finally:
+        assoc.release()
+    assert accepted == expected
+    # The Storage SCP takes every storage class pynetdicom knows, not only these.
+    assert len(light_scp.ae.supported_contexts) >= 170
