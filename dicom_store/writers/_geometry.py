@@ -7,6 +7,7 @@ aligned with whatever WSI they are written for, ours or a third party's.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import highdicom as hd
@@ -61,6 +62,15 @@ class LevelGeometry:
     def slide_to_image(self, points: np.ndarray) -> np.ndarray:
         """(N, 3) slide coordinates in mm → (N, 2) image coordinates; the inverse of `image_to_slide`."""
         return self.to_image(np.asarray(points, dtype=np.float64))[:, :2]
+
+    def check_inside(self, rectangles: Sequence[tuple[int, int, int, int]], what: str) -> None:
+        """Refuse (column, row, width, height) rectangles that leave the total pixel matrix."""
+        for column, row, width, height in rectangles:
+            if column + width > self.columns or row + height > self.rows:
+                raise ValueError(
+                    f"{what} at ({column}, {row}) {width}x{height} leaves the source's "
+                    f"{self.columns}x{self.rows} total pixel matrix"
+                )
 
     def tile_position(self, column: int, row: int) -> hd.PlanePositionSequence:
         """Plane Position (Slide) of a frame whose top-left pixel is (column, row), 0-based.

@@ -46,15 +46,6 @@ def _group_order(present: set[str]) -> list[str]:
     return known + others + ([UNIDENTIFIED] if UNIDENTIFIED in present else [])
 
 
-def _check_inside(geometry: LevelGeometry, rectangles: Sequence[tuple[int, int, int, int]], what: str) -> None:
-    for column, row, width, height in rectangles:
-        if column + width > geometry.columns or row + height > geometry.rows:
-            raise ValueError(
-                f"{what} at ({column}, {row}) {width}x{height} leaves the source's "
-                f"{geometry.columns}x{geometry.rows} total pixel matrix"
-            )
-
-
 def write_cell_annotations(
     source: Dataset,
     regions: Sequence[AnalysisRegion],
@@ -91,7 +82,7 @@ def write_cell_annotations(
         Measurements per cell: area (µm², SCT 42798000 Area) and class probability (UCUM 1).
     """
     geometry = LevelGeometry.of(source)
-    _check_inside(geometry, [(r.column, r.row, r.width, r.height) for r in regions], "region")
+    geometry.check_inside([(r.column, r.row, r.width, r.height) for r in regions], "region")
     area_scale = geometry.pixel_size_um**2
     by_class: dict[str, tuple[list[np.ndarray], list[float], list[float]]] = {}
     for region in regions:
@@ -158,7 +149,7 @@ def write_aoi_annotations(
         As for `write_cell_annotations`.
     """
     geometry = LevelGeometry.of(overview_source)
-    _check_inside(geometry, [(t.column, t.row, t.width, t.height) for t in tiles], "AOI tile")
+    geometry.check_inside([(t.column, t.row, t.width, t.height) for t in tiles], "AOI tile")
     groups = []
     for name in QUALITY_CLASSES:
         members = [t for t in tiles if t.quality_class == name]

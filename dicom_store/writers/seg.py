@@ -93,6 +93,7 @@ def write_cell_segmentation(
         The SEG; raises ValueError when no region has a cell (a SEG needs at least one frame).
     """
     geometry = LevelGeometry.of(source)
+    geometry.check_inside([(r.column, r.row, r.width, r.height) for r in regions], "region")
     tiles = cell_masks(regions, geometry)
     if not tiles:
         raise ValueError("no cell in any region: a Segmentation needs at least one non-empty frame")

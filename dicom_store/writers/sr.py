@@ -98,6 +98,7 @@ def write_differential_report(
     """
     _check_status(status, verifying_observer, predecessor)
     geometry = LevelGeometry.of(source)
+    geometry.check_inside([(r.column, r.row, r.width, r.height) for r in regions], "region")
     identification = hd.sr.AlgorithmIdentification(
         name=algorithm.name,
         version=algorithm.version,
