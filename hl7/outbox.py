@@ -22,7 +22,7 @@ from sqlmodel import Session, col, select
 from hl7.ack import AckReply
 from hl7.encoding import read_header
 from hl7.mllp import MllpConnection
-from hl7.tables import OutboxMessage, utcnow
+from hl7.tables import OutboxMessage, OutboxPayload, utcnow
 
 log = logging.getLogger("marrowlink.hl7.outbox")
 
@@ -59,14 +59,19 @@ class Outbox:
             "control_id": header.control_id,
             "message_type": header.message_type,
             "reference": reference,
-            "payload": payload,
             "state": QUEUED,
             "attempts": 0,
             "created_at": utcnow(),
         }
         with self.engine.begin() as connection:
-            result = connection.execute(insert(OutboxMessage).values(**values))
-        return Queued(result.inserted_primary_key[0], header.control_id, destination)
+            entry_id = connection.execute(insert(OutboxMessage).values(**values)).inserted_primary_key[0]
+            connection.execute(insert(OutboxPayload).values(outbox_id=entry_id, payload=payload))
+        return Queued(entry_id, header.control_id, destination)
+
+    def payload(self, entry_id: int) -> str | None:
+        with Session(self.engine) as session:
+            row = session.get(OutboxPayload, entry_id)
+            return row.payload if row is not None else None
 
     def get(self, entry_id: int) -> OutboxMessage | None:
         with Session(self.engine, expire_on_commit=False) as session:
@@ -112,9 +117,10 @@ class Outbox:
 
     def pending(self, destination: str, limit: int = 1) -> list[OutboxMessage]:
         """The oldest unsent messages of a destination, in order; only the first may be sent now."""
-        table = OutboxMessage.__table__  # Core rows: attribute access like the model, no ORM cost
+        table, payloads = OutboxMessage.__table__, OutboxPayload.__table__  # Core rows: no ORM cost
         query = (
-            table.select()
+            select(*table.c, payloads.c.payload)
+            .join_from(table, payloads, payloads.c.outbox_id == table.c.id)
             .where(table.c.destination == destination, table.c.state != SENT)
             .order_by(table.c.id)
             .limit(limit)

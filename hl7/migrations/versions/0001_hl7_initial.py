@@ -38,7 +38,6 @@ def upgrade() -> None:
         sa.Column("control_id", sa.String(200), nullable=False, unique=True),
         sa.Column("message_type", sa.String(20), nullable=False),
         sa.Column("reference", sa.String(200), nullable=False),
-        sa.Column("payload", sa.Text(), nullable=False),
         sa.Column("state", sa.String(10), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
@@ -49,9 +48,15 @@ def upgrade() -> None:
         sa.Column("sent_at", sa.DateTime(timezone=True), nullable=True),
     )
     op.create_index("ix_hl7_outbox_destination_state", "hl7_outbox", ["destination", "state", "id"])
+    op.create_table(
+        "hl7_outbox_payload",
+        sa.Column("outbox_id", sa.Integer(), sa.ForeignKey("hl7_outbox.id"), primary_key=True),
+        sa.Column("payload", sa.Text(), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("hl7_outbox_payload")
     op.drop_index("ix_hl7_outbox_destination_state", table_name="hl7_outbox")
     op.drop_table("hl7_outbox")
     op.drop_table("hl7_inbound")
