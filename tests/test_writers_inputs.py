@@ -6,13 +6,14 @@ import numpy as np
 import pytest
 
 from ai.catalogue import CELL_CLASSES, UNIDENTIFIED
-from ai.results import Cell, CellDetections
+from ai.results import Cell, CellDetections, Differential
 from dicom_store.writers import (
     AlgorithmInfo,
     AnalysisRegion,
     AoiTile,
     VerifyingObserver,
     codes,
+    read_differential_report,
     write_cell_annotations,
     write_cell_segmentation,
     write_differential_report,
@@ -126,3 +127,23 @@ def test_local_codes_are_unique_and_fit_dicom() -> None:
     assert len({c.value for c in local}) == len(local)
     assert all(c.scheme_designator == "MARROWLINK" and len(c.value) <= 16 and len(c.meaning) <= 64 for c in local)
     assert {codes.cell_class(c).value for c in (*CELL_CLASSES, UNIDENTIFIED)} == {*CELL_CLASSES, UNIDENTIFIED}
+
+
+def test_a_run_without_cells_still_reports_zero_counts() -> None:
+    s = scan()
+    empty = [_region([], column=r.column, row=r.row, size=200) for r in s.regions]
+    sr = write_differential_report(
+        source=s.sparse,
+        seg=None,
+        ann=None,
+        differential=Differential.from_classes([]),
+        algorithm=CLS_ALGORITHM,
+        regions=empty,
+        uid_root=UID_ROOT,
+        series_number=1,
+    )
+    report = read_differential_report(sr)
+    assert report["total"] == 0 and set(report["counts"].values()) == {0}
+    assert report["percent"] == {} and report["me_ratio"] is None
+    assert report["critical_present"] is False and not any(report["critical"].values())
+    assert [region["cell_count"] for region in report["regions"]] == [0, 0, 0]

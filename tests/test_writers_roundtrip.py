@@ -225,3 +225,17 @@ def test_result_states_map_to_sr_flags() -> None:
     observers = hd.sr.Comprehensive3DSR.from_dataset(r.final).content.get_observer_contexts()
     assert {o.observer_type.value for o in observers} == {"121006", "121007"}  # person and device
     assert all("research use only" in d.SeriesDescription for d in (r.preliminary, r.final, r.corrected))
+
+
+def test_all_results_belong_to_the_slide_study_and_specimen() -> None:
+    """IHE PaLM: AI results carry the slide's Study, Frame of Reference and Container Identifier."""
+    s, r = scan(), results()
+    for ds in (r.seg, r.ann, r.aoi, r.preliminary, r.final, r.corrected):
+        assert ds.StudyInstanceUID == s.sparse.StudyInstanceUID
+        assert ds.AccessionNumber == s.sparse.AccessionNumber
+        assert ds.PatientID == s.sparse.PatientID
+        assert ds.SeriesInstanceUID != s.sparse.SeriesInstanceUID
+    for ds in (r.seg, r.ann, r.aoi):
+        assert ds.FrameOfReferenceUID == s.sparse.FrameOfReferenceUID
+        assert ds.ContainerIdentifier == s.sparse.ContainerIdentifier
+    assert r.preliminary.ContentTemplateSequence[0].TemplateIdentifier == "1500"
