@@ -11,6 +11,8 @@ import logging
 import re
 import ssl
 import subprocess
+import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -391,3 +393,34 @@ def test_negotiation_accepts_archive_classes_in_the_proposed_syntax(light_scp: D
     assert accepted == expected
     # The Storage SCP takes every storage class pynetdicom knows, not only these.
     assert len(light_scp.ae.supported_contexts) >= 170
+
+
+def test_sender_killed_mid_transfer_leaves_nothing(sqlite_store: Store, tmp_path: Path) -> None:
+    """kill -9 of storescu during a large WSI: no partial file in the temp folder, nothing stored."""
+    from dicom_store.bench_dimse import write_wsi_series
+
+    (big,) = write_wsi_series(tmp_path / "big", size_mb=150, instances=1)
+    spool = Path(tempfile.gettempdir())
+    before = set(spool.glob("tmp*.dcm"))
+    with running(sqlite_store) as server:
+        sender = subprocess.Popen(
+            [dcmtk("storescu"), "-R", "-xy", *peer(server), str(big)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        partial: set[Path] = set()
+        deadline = time.monotonic() + 30
+        while not partial and time.monotonic() < deadline and sender.poll() is None:
+            partial = {p for p in set(spool.glob("tmp*.dcm")) - before if p.stat().st_size > 1_000_000}
+            time.sleep(0.01)
+        sender.kill()
+        sender.wait()
+        assert partial, "the transfer finished before it could be interrupted"
+        deadline = time.monotonic() + 10
+        while any(p.exists() for p in partial) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not any(p.exists() for p in partial)
+        assert index_count(sqlite_store) == 0
+        assert blob_files(sqlite_store) == []
+        # The server keeps serving.
+        run_tool("echoscu", *peer(server))

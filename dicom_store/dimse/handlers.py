@@ -8,6 +8,7 @@ pending responses, cancellation.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -112,6 +113,23 @@ class Handlers:
         else:
             reason = "local limit on concurrent associations reached"
         log.warning("association from %s rejected: %s", _peer(event), reason)
+
+    def on_closed(self, event: Event) -> None:
+        """Remove the partial file of a C-STORE cut off mid-transfer (sender killed, network lost).
+
+        pynetdicom 3.0.4 deletes the chunked-receive file only after the handler ran, so a data set
+        that never completed would stay in the temp folder for good.
+        """
+        message = getattr(getattr(event.assoc, "dimse", None), "message", None)
+        partial = getattr(message, "_data_set_file", None)
+        if partial is None:
+            return
+        try:
+            partial.close()
+            os.unlink(partial.name)
+        except OSError:
+            return
+        log.warning("connection from %s closed during a C-STORE; partial data set discarded", _peer(event))
 
     # ---- services -----------------------------------------------------------------------------------------
 

@@ -123,6 +123,7 @@ class DimseServer:
                 (evt.EVT_C_GET, h.on_get),
                 (evt.EVT_REJECTED, h.on_rejected),
                 (evt.EVT_REQUESTED, h.on_requested),
+                (evt.EVT_CONN_CLOSE, h.on_closed),
             ],
         )
         log.info(
