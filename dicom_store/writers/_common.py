@@ -35,5 +35,11 @@ def device_uid(uid_root: str, algorithm: AlgorithmInfo) -> str:
 
 
 def describe(ds: Dataset, what: str) -> None:
-    """Say on the object what it is and that it is research output (DESIGN: every output says so)."""
+    """Say on the object what it is and that it is research output (DESIGN: every output says so).
+
+    Series Description is what worklists and viewers list; SEG and ANN also show their Content
+    Description, so it says the same.
+    """
     ds.SeriesDescription = f"{what} - {RESEARCH_NOTICE}"[:64]
+    if "ContentDescription" in ds:
+        ds.ContentDescription = ds.SeriesDescription

@@ -33,6 +33,8 @@ _QUALITY_COLOURS = {
     "optimal": "green", "acceptable": "yellowgreen", "too_dense": "orange", "too_sparse": "lightblue",
     "artefact": "red", "background": "lightgray",
 }  # fmt: skip
+_CELLS_WHAT = "Cell classes"
+_AOI_WHAT = "AOI quality map"
 
 
 def _class_key(code: str | None) -> str:
@@ -119,7 +121,7 @@ def write_cell_annotations(
             )
         )
     return _annotations(
-        source, groups, algorithm, "Cell classes", uid_root, series_number,
+        source, groups, algorithm, _CELLS_WHAT, uid_root, series_number,
         series_instance_uid, sop_instance_uid, instance_number,
     )  # fmt: skip
 
@@ -178,7 +180,7 @@ def write_aoi_annotations(
     if not groups:
         raise ValueError("no AOI tiles: an annotation object needs at least one annotation")
     return _annotations(
-        overview_source, groups, algorithm, "AOI quality map", uid_root, series_number,
+        overview_source, groups, algorithm, _AOI_WHAT, uid_root, series_number,
         series_instance_uid, sop_instance_uid, instance_number,
     )  # fmt: skip
 
@@ -206,8 +208,8 @@ def _annotations(
         manufacturer_model_name=MODEL_NAME,
         software_versions=f"{algorithm.name} {algorithm.version}"[:64],
         device_serial_number="none",
-        content_label="AI",
-        content_description=f"{what} - {algorithm.name}"[:64],
+        content_label="AOI" if what == _AOI_WHAT else "CELLS",
+        content_description=what,
     )
     describe(ann, what)
     codes.declare_scheme(ann)

@@ -129,7 +129,7 @@ def write_cell_segmentation(
         plane_positions=positions,
         dimension_organization_type=hd.DimensionOrganizationTypeValues.TILED_SPARSE,
         content_label="CELLS",
-        content_description=f"Nucleated cells - {codes.SCHEME} {algorithm.name}"[:64],
+        content_description=SEGMENT_LABEL,
         omit_empty_frames=False,
     )
     # highdicom sizes the matrix from the frames' extent and estimates its origin from them; the
