@@ -15,11 +15,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,32 +27,17 @@ from typing import Any
 import httpx
 import numpy as np
 
-ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
-ORTHANC = "/usr/sbin/Orthanc"
-ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+from dicom_store.dicomweb.loadtest import (
+    ACCEPT,
+    ORTHANC,
+    OrthancPeer,
+    ServerUnderTest,
+    check_frame,
+    index_engine,
+    wrk_frames,
+)
+
 _ROOT = "1.2.826.0.1.3680043.8.498."
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
-        try:
-            httpx.get(url, timeout=1.0)
-            return
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise TimeoutError(f"{url} did not answer in {timeout} s")
-
-
-# ---- data ------------------------------------------------------------------------------------------------
 
 
 def make_wsi(path: Path, frames: int = 4720, tile: int = 256, seed: int = 0) -> dict[str, str]:
@@ -95,27 +77,6 @@ def make_wsi(path: Path, frames: int = 4720, tile: int = 256, seed: int = 0) -> 
     ds.file_meta = meta
     ds.save_as(path, enforce_file_format=True)
     return {"study": ds.StudyInstanceUID, "series": ds.SeriesInstanceUID, "instance": ds.SOPInstanceUID}
-
-
-def _index_engine(url: str):  # type: ignore[no-untyped-def]
-    """The dicom_store tables only (no Alembic, no other package): enough for the benchmark."""
-    from sqlalchemy import create_engine, event
-    from sqlmodel import SQLModel
-
-    from dicom_store.models import FrameTable, Instance, Series, Study
-
-    engine = create_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    tables = [Study.__table__, Series.__table__, Instance.__table__, FrameTable.__table__]  # type: ignore[attr-defined]
-    SQLModel.metadata.create_all(engine, tables=tables)
-    return engine
 
 
 def fill_index(engine, instances: int, per_study: int = 10) -> dict[str, str]:  # type: ignore[no-untyped-def]
@@ -178,170 +139,6 @@ def fill_index(engine, instances: int, per_study: int = 10) -> dict[str, str]:  
 # ---- our server ------------------------------------------------------------------------------------------
 
 
-def _serve(data: str, port: int, stack: str) -> None:
-    """Subprocess entry: serve the DICOMweb app (or the whole api) over ``data`` on ``port``."""
-    import uvicorn
-
-    from dicom_store.store import Store
-
-    engine = _index_engine(f"sqlite:///{data}/index.sqlite3")
-    store = Store(engine, Path(data) / "blobs")
-    if stack == "api":
-        from api import ApiConfig, create_app  # the full HTTP stack a user gets (gateway, metrics, auth)
-
-        app: Any = create_app(store, ApiConfig(dicomweb_public_read=True))
-    else:
-        from dicom_store.dicomweb import allow_all, dicomweb_app
-
-        app = dicomweb_app(store, authorize=allow_all, max_request_bytes=1 << 30)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
-
-
-class _Server:
-    def __init__(self, data: Path, stack: str) -> None:
-        self.port = _free_port()
-        self.log = open(data / f"serve-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
-        code = f"from dicom_store.bench_dicomweb import _serve; _serve({str(data)!r}, {self.port}, {stack!r})"
-        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT)
-        self.prefix = "/dicomweb" if stack == "api" else ""
-        _wait_http(f"http://127.0.0.1:{self.port}/", self.process)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.prefix}"
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-
-
-# ---- Orthanc ---------------------------------------------------------------------------------------------
-
-
-class _Orthanc:
-    def __init__(self, folder: Path) -> None:
-        self.port = _free_port()
-        storage = folder / "orthanc"
-        storage.mkdir()
-        config = {
-            "Name": "peer",
-            "StorageDirectory": str(storage),
-            "IndexDirectory": str(storage),
-            "HttpPort": self.port,
-            "DicomPort": _free_port(),
-            "DicomAet": "ORTHANC",
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "DicomAlwaysAllowFind": True,
-            "Plugins": [ORTHANC_DICOMWEB],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-        }
-        (folder / "orthanc.json").write_text(json.dumps(config))
-        self.log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
-        self.process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=self.log, stderr=self.log)
-        _wait_http(f"{self.url}/system", self.process)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def upload(self, path: Path) -> str:
-        response = httpx.post(f"{self.url}/instances", content=path.read_bytes(), timeout=120)
-        response.raise_for_status()
-        return response.json()["ID"]
-
-    def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-        self.log.close()
-
-
-# ---- load ------------------------------------------------------------------------------------------------
-
-_LUA = """
-math.randomseed(%(seed)d)
-local prefix, suffix, frames, first = "%(prefix)s", "%(suffix)s", %(frames)d, %(first)d
-local headers = {["Accept"] = '%(accept)s'}
-request = function()
-  return wrk.format("GET", prefix .. (math.random(1, frames) - 1 + first) .. suffix, headers)
-end
-"""
-
-
-def _parse_wrk(text: str) -> dict[str, float]:
-    def latency_ms(label: str) -> float:
-        match = re.search(rf"^\s*{label}%\s+([0-9.]+)(us|ms|s)\s*$", text, re.M)
-        if not match:
-            return float("nan")
-        value, unit = float(match.group(1)), match.group(2)
-        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
-
-    rate = re.search(r"Requests/sec:\s+([0-9.]+)", text)
-    errors = re.search(r"Non-2xx or 3xx responses:\s+([0-9]+)", text)
-    socket_errors = re.search(r"Socket errors: (.*)", text)
-    return {
-        "frames_per_s": round(float(rate.group(1)), 1) if rate else float("nan"),
-        "p50_ms": round(latency_ms("50"), 3),
-        "p99_ms": round(latency_ms("99"), 3),
-        "non_2xx": int(errors.group(1)) if errors else 0,
-        "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
-    }
-
-
-def wrk_frames(
-    host: str,
-    prefix: str,
-    suffix: str,
-    frames: int,
-    *,
-    seconds: float,
-    connections: int,
-    accept: str = ACCEPT,
-    first: int = 1,
-) -> dict[str, float]:
-    """Random frame numbers (``first`` is 1 for DICOMweb, 0 for Orthanc's REST) over keep-alive connections."""
-    wrk = shutil.which("wrk")
-    if wrk is None:
-        raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(
-            _LUA % {"seed": 7, "prefix": prefix, "suffix": suffix, "frames": frames, "accept": accept, "first": first}
-        )
-    try:
-        threads = min(2, connections)
-        command = [
-            wrk,
-            f"-t{threads}",
-            f"-c{connections}",
-            f"-d{max(1, round(seconds))}s",
-            "--timeout",
-            "60s",
-            "--latency",
-        ]
-        command += ["-s", script.name, host]
-        output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-    finally:
-        os.unlink(script.name)
-    return _parse_wrk(output)
-
-
-def _check_frame(url: str, accept: str, expected: bytes) -> None:
-    response = httpx.get(url, headers={"Accept": accept}, timeout=120)
-    response.raise_for_status()
-    if expected.rstrip(b"\x00") not in response.content:  # Orthanc drops the even-length pad byte
-        raise AssertionError(f"{url} did not return the stored frame bytes")
-
-
-# ---- benchmarks ------------------------------------------------------------------------------------------
-
-
 def bench_frames(
     folder: Path,
     *,
@@ -364,7 +161,7 @@ def bench_frames(
     uids = make_wsi(wsi, frames)
     from dicom_store.store import Store
 
-    engine = _index_engine(f"sqlite:///{data}/index.sqlite3")
+    engine = index_engine(f"sqlite:///{data}/index.sqlite3")
     Store(engine, data / "blobs").store_file(wsi)
     engine.dispose()
     first = _first_frame(wsi)
@@ -377,10 +174,10 @@ def bench_frames(
         "rounds": rounds,
         "accept": ACCEPT,
     }
-    server = _Server(data, stack)
-    peer = _Orthanc(folder) if orthanc and Path(ORTHANC).exists() else None
+    server = ServerUnderTest(data, stack)
+    peer = OrthancPeer(folder) if orthanc and Path(ORTHANC).exists() else None
     try:
-        _check_frame(f"{server.url}{path}1", ACCEPT, first)
+        check_frame(f"{server.url}{path}1", ACCEPT, first)
         host = f"http://127.0.0.1:{server.port}"
         ours_runs, raw_runs = [], []
 
@@ -391,7 +188,7 @@ def bench_frames(
         raw = None
         if peer is not None:
             orthanc_id = peer.upload(wsi)
-            _check_frame(f"{peer.url}/instances/{orthanc_id}/frames/0/raw", "*/*", first)  # 0-based
+            check_frame(f"{peer.url}/instances/{orthanc_id}/frames/0/raw", "*/*", first)  # 0-based
 
             def raw() -> dict[str, float]:
                 return wrk_frames(
@@ -472,10 +269,10 @@ def bench_qido(folder: Path, sizes: tuple[int, ...] = (10_000, 100_000), repeats
     for size in sizes:
         data = folder / f"qido-{size}"
         (data / "blobs").mkdir(parents=True)
-        engine = _index_engine(f"sqlite:///{data}/index.sqlite3")
+        engine = index_engine(f"sqlite:///{data}/index.sqlite3")
         uids = fill_index(engine, size)
         engine.dispose()
-        server = _Server(data, "api")
+        server = ServerUnderTest(data, "api")
         queries = {
             "studies_by_patient_id": ("/studies", {"PatientID": uids["patient_id"]}),
             "studies_by_name_wildcard": ("/studies", {"PatientName": "PATIENT01*", "limit": "25"}),

@@ -1,0 +1,232 @@
+"""Servers under test and the load generator for ``dicom_store.bench_dicomweb``.
+
+Our server and Orthanc run as subprocesses so that server and load generator are separate processes,
+as in production; wrk (Debian) drives the frames route with random frame numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+ORTHANC = "/usr/sbin/Orthanc"
+ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise TimeoutError(f"{url} did not answer in {timeout} s")
+
+
+# ---- data ------------------------------------------------------------------------------------------------
+
+
+def index_engine(url: str):  # type: ignore[no-untyped-def]
+    """The dicom_store tables only (no Alembic, no other package): enough for the benchmark."""
+    from sqlalchemy import create_engine, event
+    from sqlmodel import SQLModel
+
+    from dicom_store.models import FrameTable, Instance, Series, Study
+
+    engine = create_engine(url)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    tables = [Study.__table__, Series.__table__, Instance.__table__, FrameTable.__table__]  # type: ignore[attr-defined]
+    SQLModel.metadata.create_all(engine, tables=tables)
+    return engine
+
+
+def _serve(data: str, port: int, stack: str) -> None:
+    """Subprocess entry: serve the DICOMweb app (or the whole api) over ``data`` on ``port``."""
+    import uvicorn
+
+    from dicom_store.store import Store
+
+    engine = index_engine(f"sqlite:///{data}/index.sqlite3")
+    store = Store(engine, Path(data) / "blobs")
+    if stack == "api":
+        from api import ApiConfig, create_app  # the full HTTP stack a user gets (gateway, metrics, auth)
+
+        app: Any = create_app(store, ApiConfig(dicomweb_public_read=True))
+    else:
+        from dicom_store.dicomweb import allow_all, dicomweb_app
+
+        app = dicomweb_app(store, authorize=allow_all, max_request_bytes=1 << 30)
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+class ServerUnderTest:
+    def __init__(self, data: Path, stack: str) -> None:
+        self.port = _free_port()
+        self.log = open(data / f"serve-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
+        code = f"from dicom_store.dicomweb.loadtest import _serve; _serve({str(data)!r}, {self.port}, {stack!r})"
+        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT)
+        self.prefix = "/dicomweb" if stack == "api" else ""
+        _wait_http(f"http://127.0.0.1:{self.port}/", self.process)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self.prefix}"
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+# ---- Orthanc ---------------------------------------------------------------------------------------------
+
+
+class OrthancPeer:
+    def __init__(self, folder: Path) -> None:
+        self.port = _free_port()
+        storage = folder / "orthanc"
+        storage.mkdir()
+        config = {
+            "Name": "peer",
+            "StorageDirectory": str(storage),
+            "IndexDirectory": str(storage),
+            "HttpPort": self.port,
+            "DicomPort": _free_port(),
+            "DicomAet": "ORTHANC",
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DicomAlwaysAllowFind": True,
+            "Plugins": [ORTHANC_DICOMWEB],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        (folder / "orthanc.json").write_text(json.dumps(config))
+        self.log = open(folder / "orthanc.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen([ORTHANC, str(folder / "orthanc.json")], stdout=self.log, stderr=self.log)
+        _wait_http(f"{self.url}/system", self.process)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def upload(self, path: Path) -> str:
+        response = httpx.post(f"{self.url}/instances", content=path.read_bytes(), timeout=120)
+        response.raise_for_status()
+        return response.json()["ID"]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+        self.log.close()
+
+
+# ---- load ------------------------------------------------------------------------------------------------
+
+_LUA = """
+math.randomseed(%(seed)d)
+local prefix, suffix, frames, first = "%(prefix)s", "%(suffix)s", %(frames)d, %(first)d
+local headers = {["Accept"] = '%(accept)s'}
+request = function()
+  return wrk.format("GET", prefix .. (math.random(1, frames) - 1 + first) .. suffix, headers)
+end
+"""
+
+
+def _parse_wrk(text: str) -> dict[str, float]:
+    def latency_ms(label: str) -> float:
+        match = re.search(rf"^\s*{label}%\s+([0-9.]+)(us|ms|s)\s*$", text, re.M)
+        if not match:
+            return float("nan")
+        value, unit = float(match.group(1)), match.group(2)
+        return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
+
+    rate = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    errors = re.search(r"Non-2xx or 3xx responses:\s+([0-9]+)", text)
+    socket_errors = re.search(r"Socket errors: (.*)", text)
+    return {
+        "frames_per_s": round(float(rate.group(1)), 1) if rate else float("nan"),
+        "p50_ms": round(latency_ms("50"), 3),
+        "p99_ms": round(latency_ms("99"), 3),
+        "non_2xx": int(errors.group(1)) if errors else 0,
+        "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
+    }
+
+
+def wrk_frames(
+    host: str,
+    prefix: str,
+    suffix: str,
+    frames: int,
+    *,
+    seconds: float,
+    connections: int,
+    accept: str = ACCEPT,
+    first: int = 1,
+) -> dict[str, float]:
+    """Random frame numbers (``first`` is 1 for DICOMweb, 0 for Orthanc's REST) over keep-alive connections."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(
+            _LUA % {"seed": 7, "prefix": prefix, "suffix": suffix, "frames": frames, "accept": accept, "first": first}
+        )
+    try:
+        threads = min(2, connections)
+        command = [
+            wrk,
+            f"-t{threads}",
+            f"-c{connections}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "60s",
+            "--latency",
+        ]
+        command += ["-s", script.name, host]
+        output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+    finally:
+        os.unlink(script.name)
+    return _parse_wrk(output)
+
+
+def check_frame(url: str, accept: str, expected: bytes) -> None:
+    response = httpx.get(url, headers={"Accept": accept}, timeout=120)
+    response.raise_for_status()
+    if expected.rstrip(b"\x00") not in response.content:  # Orthanc drops the even-length pad byte
+        raise AssertionError(f"{url} did not return the stored frame bytes")
+
+
+# ---- benchmarks ------------------------------------------------------------------------------------------
