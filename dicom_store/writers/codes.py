@@ -15,8 +15,9 @@ Standard codes, each checked against pydicom's copy of DICOM PS3.16 (``pydicom/s
   hl7/codes.py uses, so the SR and the ORU say the same thing).
 
 TID 1500's Procedure Reported is SCT 363679005 Imaging procedure, from CID 100: pixelmed's validator
-rejects any code outside that group there (a local code and LOINC 48807-2 both fail), and 48807-2
-"Bone marrow aspiration report" names a report document (LOINC class DOC), not a procedure anyway.
+reports an error for a code outside that group there (tried with a local code; LOINC 48807-2 is not
+in the group either), and 48807-2 "Bone marrow aspiration report" names a report document, not a
+procedure, anyway.
 What the report is about is said by the image-level group's Finding, MARROWLINK BMDIFF. No SNOMED
 CT code for the 23 classes is listed in PS3.16 (DICOM has no context group for marrow cell types),
 so none is dual-coded.
