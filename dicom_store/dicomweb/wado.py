@@ -143,6 +143,10 @@ async def bulkdata(ctx: Context, request: Request, study: str, series: str, inst
         return json_error(400, f"bulkdata path {path!r} is not tag[/item/tag...] in 8-digit hex")
     rows = await run_in_threadpool(find_instances, ctx, study, series, instance)
     row = rows[0]
+    if path.upper() == "7FE00010" and row.number_of_frames > 1:
+        source = await run_in_threadpool(ctx.store.frame_source, row.sop_instance_uid)
+        if source.layout.encapsulated:  # a WSI level can be gigabytes: stream it frame batch by frame batch
+            return _stream_pixel_frames(ctx, row)
     parts, media = await run_in_threadpool(_bulk_values, ctx, row, path.upper())
     first = parse_accept(request.headers.get("accept"))[0]
     if (
@@ -152,6 +156,20 @@ async def bulkdata(ctx: Context, request: Request, study: str, series: str, inst
     ):
         return Response(parts[0], 200, media_type=media)
     return Response(multipart.encode(parts, media), 200, media_type=multipart.content_type(media))
+
+
+def _stream_pixel_frames(ctx: Context, row: Instance) -> StreamingResponse:
+    media = f"{bulk_media_type(row.transfer_syntax_uid)}; transfer-syntax={row.transfer_syntax_uid}"
+    head = multipart.part_head(media)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for start in range(1, row.number_of_frames + 1, 64):
+            numbers = range(start, min(start + 64, row.number_of_frames + 1))
+            frames = await run_in_threadpool(ctx.store.get_frames, row.sop_instance_uid, numbers)
+            yield b"".join(head + frame + b"\r\n" for frame in frames)
+        yield multipart.CLOSE
+
+    return StreamingResponse(stream(), 200, media_type=multipart.content_type(media))
 
 
 def _bulk_values(ctx: Context, row: Instance, path: str) -> tuple[list[bytes], str]:
