@@ -9,7 +9,7 @@ The formats are a contract with `ai` (ai/data.py reads exactly these):
   `cells.csv` (file,instance_id,class) with `file` the image's name;
 - cls: `crops/<CLASS>/<seed>_<k>_<id>.png` (128x128 RGB: 256x256 px of the FOV around the cell centre
   halved, i.e. 0.1725 µm/px, `crop_pixel_size_um`) and `labels.csv` (file,label,seed), `file`
-  relative to the folder.
+  relative to the folder. Only cells at least 60% visible whose crop lies inside the FOV are cropped.
 Images go through the JPEG quality the scanner exports with (FOV 90, overview 92) before they are
 saved, so models train on the same compression artefacts they will see on imported scans.
 """
@@ -182,13 +182,16 @@ def _cls(out: Path, slides: Any, fovs: int, step: Callable[[int], None]) -> tupl
         for slide in slides:
             for k, (x, y) in enumerate(fov_positions(slide, fovs, explore=0.0)):
                 fov = slide.render_fov(x, y)
-                image = cv2.copyMakeBorder(_jpeg(fov.image, 90), half, half, half, half, cv2.BORDER_REFLECT_101)
+                image = _jpeg(fov.image, 90)
                 for c in fov.cells:
-                    cx, cy = c.centre
-                    inside = 0 <= cx < optics.FOV_WIDTH_PX and 0 <= cy < optics.FOV_HEIGHT_PX
+                    x0, y0 = round(c.centre[0]) - half, round(c.centre[1]) - half
+                    # Only crops that lie wholly inside the FOV: padding would invent pixels.
+                    inside = (
+                        0 <= x0 <= optics.FOV_WIDTH_PX - CROP_SOURCE_PX
+                        and 0 <= y0 <= optics.FOV_HEIGHT_PX - CROP_SOURCE_PX
+                    )
                     if not inside or c.area_px < MIN_VISIBLE * c.full_area_px:
                         continue
-                    x0, y0 = round(cx), round(cy)
                     crop = image[y0 : y0 + CROP_SOURCE_PX, x0 : x0 + CROP_SOURCE_PX]
                     small = cv2.resize(crop, (CROP_PX, CROP_PX), interpolation=cv2.INTER_AREA)
                     name = f"crops/{c.code}/{slide.seed}_{k}_{c.id}.png"

@@ -68,7 +68,7 @@ CELLULARITY: dict[str, float] = {
     "metastasis": 28.0,
     "myeloma": 32.0,
     "inv16": 40.0,
-    "balanced": 32.0,
+    "balanced": 22.0,
 }
 
 

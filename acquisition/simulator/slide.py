@@ -63,7 +63,8 @@ class SmearGeometry:
         self._kx = 2 * np.pi / wavelength * np.cos(direction)
         self._ky = 2 * np.pi / wavelength * np.sin(direction)
         self._phase = rng.uniform(0, 2 * np.pi, n)
-        self._amp = rng.uniform(0.05, 0.14, n) * (wavelength / 1500.0) ** 0.3
+        # Long waves carry the patchiness; short ones only a little (a FOV should be roughly uniform).
+        self._amp = rng.uniform(0.08, 0.2, n) * (wavelength / 2200.0) ** 1.2
         self._edge_k = 2 * np.pi / rng.uniform(60.0, 500.0, 10)
         self._edge_phase = rng.uniform(0, 2 * np.pi, 10)
         self._edge_amp = rng.uniform(10.0, 70.0, 10)
