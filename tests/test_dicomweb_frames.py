@@ -5,12 +5,14 @@ from __future__ import annotations
 import httpx
 import imagecodecs
 import numpy as np
+import pydicom
 import pytest
 
 from tests.dicom_factory import secondary_capture, wsi_level
 from tests.test_dicomweb_support import served_store
 
 OCTET_ANY = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+POINTS = np.array([34.625, 12.5, 35.0, 13.25, 36.5, 12.0], dtype="<f4")
 
 
 def _parts(response: httpx.Response) -> list[bytes]:
@@ -24,6 +26,10 @@ def slide_server(engine, tmp_path):  # type: ignore[no-untyped-def]
     slide, frames = wsi_level(frames=6)
     frames = [f + b"\x00" * (len(f) % 2) for f in frames]
     sc = secondary_capture(size=8)
+    group = pydicom.Dataset()  # ANN-like float data: must never come back as a truncated Value
+    group.PointCoordinatesData = POINTS.tobytes()
+    group.DoublePointCoordinatesData = POINTS.astype("<f8").tobytes()
+    sc.AnnotationGroupSequence = [group]
     with served_store(engine, tmp_path) as served:
         served.store.store_dataset(slide)
         served.store.store_dataset(sc)
@@ -89,6 +95,16 @@ def test_forwarded_links_metadata_cache_and_rendered(slide_server) -> None:  # t
     assert httpx.get(f"{served.dicomweb}/studies", params={"limit": "-1"}).status_code == 400
     empty = httpx.get(f"{served.dicomweb}/series", params={"Modality": "MR"})
     assert empty.status_code == 200 and empty.json() == []
+
+    group = httpx.get(f"{sc_url}/metadata").json()[0]["006A0002"]["Value"][0]
+    for tag, vr, dtype in (("00660016", "OF", "<f4"), ("00660022", "OD", "<f8")):
+        assert group[tag]["vr"] == vr and set(group[tag]) == {"vr", "BulkDataURI"}
+        assert group[tag]["BulkDataURI"].endswith(f"/bulkdata/006A0002/0/{tag}")
+        raw = httpx.get(group[tag]["BulkDataURI"], headers={"Accept": "application/octet-stream"})
+        assert raw.headers["content-type"] == "application/octet-stream"
+        assert np.array_equal(np.frombuffer(raw.content, dtype), POINTS.astype(dtype))
+    assert httpx.get(f"{sc_url}/bulkdata/006A0002/5/00660016").status_code == 404
+    assert httpx.get(f"{sc_url}/bulkdata/..%2F..%2Fetc").status_code in (400, 404)
 
     png = httpx.get(f"{sc_url}/rendered", headers={"Accept": "image/png"})
     assert png.status_code == 200 and png.content.startswith(b"\x89PNG")
