@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
+
 import httpx
 import imagecodecs
 import numpy as np
 import pydicom
 import pytest
+from PIL import Image
 
 from tests.dicom_factory import secondary_capture, wsi_level
 from tests.test_dicomweb_support import served_store
@@ -112,3 +115,33 @@ def test_forwarded_links_metadata_cache_and_rendered(slide_server) -> None:  # t
     assert httpx.get(f"{sc_url}/rendered", params={"viewport": "0,0"}).status_code == 400
     default = httpx.get(f"{url}/thumbnail")
     assert default.headers["content-type"] == "image/jpeg"
+
+
+def test_rendered_tiled_sparse_places_frames_by_plane_position(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A TILED_SPARSE level: frames go where their Plane Position (Slide) says, gaps stay white glass."""
+    slide, _ = wsi_level(frames=2, tile=64)
+    slide.DimensionOrganizationType = "TILED_SPARSE"
+    slide.TotalPixelMatrixColumns, slide.TotalPixelMatrixRows = 256, 128
+    items = []
+    for row, column in ((1, 1), (65, 193)):  # top-left tile and bottom-right tile
+        plane = pydicom.Dataset()
+        plane.RowPositionInTotalImagePixelMatrix, plane.ColumnPositionInTotalImagePixelMatrix = row, column
+        plane.XOffsetInSlideCoordinateSystem, plane.YOffsetInSlideCoordinateSystem = 0.0, 0.0
+        item = pydicom.Dataset()
+        item.PlanePositionSlideSequence = [plane]
+        items.append(item)
+    slide.PerFrameFunctionalGroupsSequence = items
+    with served_store(engine, tmp_path) as served:
+        served.store.store_dataset(slide)
+        url = (
+            f"{served.dicomweb}/studies/{slide.StudyInstanceUID}/series/{slide.SeriesInstanceUID}"
+            f"/instances/{slide.SOPInstanceUID}/rendered"
+        )
+        response = httpx.get(url, headers={"Accept": "image/png"})
+        assert response.status_code == 200
+        image = np.asarray(Image.open(io.BytesIO(response.content)).convert("RGB")).astype(int)
+        assert image.shape == (128, 256, 3)
+        pink = np.array([230, 200, 210])
+        assert abs(image[40, 40] - pink).max() < 40  # first tile
+        assert abs(image[100, 220] - pink).max() < 40  # second tile, bottom right
+        assert (image[100, 40] == 255).all() and (image[30, 220] == 255).all()  # no tile there
