@@ -309,6 +309,20 @@ def test_find_study_series_image_levels_in_both_models(scp: DimseServer, tmp_pat
     assert images[0]["0028,0008"] == "4"
     assert images[0]["0040,0512"] == "SLIDE-0001"
 
+    # The same levels in the other model answer the same.
+    assert {
+        r["0008,0050"] for r in _find(scp, "-P", "QueryRetrieveLevel=STUDY", "PatientID=P1", "AccessionNumber")
+    } == {
+        "ACC1",
+        "ACC2",
+    }
+    study_root_series = _find(
+        scp, "-S", "QueryRetrieveLevel=SERIES", f"StudyInstanceUID={data['a2'].StudyInstanceUID}", "Modality"
+    )
+    assert sorted(s["0008,0060"] for s in study_root_series) == ["OT", "SM"]
+    patient_root_images = _find(scp, "-P", "QueryRetrieveLevel=IMAGE", "PatientID=P2", "SOPInstanceUID")
+    assert [i["0008,0018"] for i in patient_root_images] == [data["b1"].SOPInstanceUID]
+
     # No match: only the final Success.
     assert _find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=NOPE") == []
 
