@@ -89,6 +89,9 @@ class StoredSlide:
         if not positions:
             return []
         size = int(self.sparse.rows or 256)
+        # Edge tiles stick out of the total pixel matrix; regions stop at its border.
+        matrix_columns = int(self.sparse.total_pixel_matrix_columns or 0)
+        matrix_rows = int(self.sparse.total_pixel_matrix_rows or 0)
         keys = np.array(list(positions))
         r0, c0 = keys.min(axis=0)
         grid = np.zeros(tuple(keys.max(axis=0) - (r0, c0) + 1), dtype=bool)
@@ -103,8 +106,8 @@ class StoredSlide:
                 Region(
                     column=(cols.start + c0) * size,
                     row=(rows.start + r0) * size,
-                    width=(cols.stop - cols.start) * size,
-                    height=(rows.stop - rows.start) * size,
+                    width=min((cols.stop - cols.start) * size, matrix_columns - (cols.start + c0) * size),
+                    height=min((rows.stop - rows.start) * size, matrix_rows - (rows.start + r0) * size),
                     tiles=frozenset((int(r), int(c)) for r, c in members),
                     tile_size=size,
                 )
@@ -121,7 +124,8 @@ class StoredSlide:
         frames = self.store.get_frames(self.sparse.sop_instance_uid, [positions[k] for k in keys])
         for (tile_row, tile_column), data in zip(keys, frames, strict=True):
             y, x = tile_row * size - region.row, tile_column * size - region.column
-            image[y : y + size, x : x + size] = _decode(data)[:size, :size]
+            h, w = min(size, region.height - y), min(size, region.width - x)
+            image[y : y + h, x : x + w] = _decode(data)[:h, :w]
         return image
 
     # ---- the overview -----------------------------------------------------------------------------------

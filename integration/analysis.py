@@ -146,3 +146,153 @@ def analyze_slide(
     differential = Differential.from_detections(r.detections for r in regions)
     aoi = score_overview(slide, models, px)
     return SlideAnalysis(slide=slide, pixel_size_um=px, regions=regions, differential=differential, aoi_tiles=aoi)
+
+
+# ---- writing the results --------------------------------------------------------------------------------
+
+ALGORITHM_NAME = "marrowlink BM differential"
+
+
+def algorithm_info(models: AnalysisModels):  # type: ignore[no-untyped-def]
+    """One Algorithm Identification for the segmentation + classification pair.
+
+    DICOM identifies one algorithm by one version and weights hash; the pair's hash is the SHA-256 of
+    both models' weight hashes, and each model's own hash is kept as a parameter.
+    """
+    import hashlib
+    from importlib.metadata import version
+
+    from dicom_store.writers import AlgorithmInfo
+
+    seg_card, cls_card = models.segmenter.card, models.classifier.card  # type: ignore[attr-defined]
+    combined = hashlib.sha256(f"{seg_card.weights_sha256}:{cls_card.weights_sha256}".encode()).hexdigest()
+    return AlgorithmInfo(
+        name=ALGORITHM_NAME,
+        version=f"{version('marrowlink')} ({models.algorithm_version})",
+        weights_sha256=combined,
+        parameters={
+            "segmentation_weights_sha256": seg_card.weights_sha256,
+            "classification_weights_sha256": cls_card.weights_sha256,
+            "confidence_threshold": models.classifier.confidence_threshold,  # type: ignore[attr-defined]
+            **{f"seg_{k}": v for k, v in seg_card.thresholds.items()},
+        },
+    )
+
+
+def next_series_number(store: Store, study_instance_uid: str) -> int:
+    numbers = []
+    for ds in store.search("SERIES", [("StudyInstanceUID", study_instance_uid)]):
+        try:
+            numbers.append(int(ds.get("SeriesNumber", 0) or 0))
+        except (TypeError, ValueError):
+            continue
+    return max(numbers, default=0) + 1
+
+
+def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root: str) -> list:  # type: ignore[no-untyped-def]
+    """SEG, cell ANN (+ AOI ANN in the same series) and the preliminary SR, built in memory."""
+    from dicom_store.writers import (
+        AnalysisRegion,
+        AoiTile,
+        write_aoi_annotations,
+        write_cell_annotations,
+        write_cell_segmentation,
+        write_differential_report,
+    )
+
+    source = analysis.slide.header()
+    first = next_series_number(store, str(source.StudyInstanceUID))
+    regions = [
+        AnalysisRegion(r.region.column, r.region.row, r.region.width, r.region.height, r.detections)
+        for r in analysis.regions
+    ]
+    objects = []
+    seg = ann = aoi = None
+    if analysis.cell_count:
+        # SEG and ANN need at least one cell; a slide without cells still gets its (empty) SR.
+        seg = write_cell_segmentation(source, regions, algorithm, uid_root=uid_root, series_number=first)
+        ann = write_cell_annotations(source, regions, algorithm, uid_root=uid_root, series_number=first + 1)
+        objects += [seg, ann]
+    if analysis.aoi_tiles and analysis.slide.overview is not None:
+        tiles = [AoiTile(*tile) for tile in analysis.aoi_tiles]
+        overview = analysis.slide.header(analysis.slide.overview)
+        aoi = write_aoi_annotations(
+            overview,
+            tiles,
+            algorithm,
+            uid_root=uid_root,
+            series_number=first + 1,
+            series_instance_uid=str(ann.SeriesInstanceUID) if ann is not None else None,
+            instance_number=2,
+        )
+        objects.append(aoi)
+    sr = write_differential_report(
+        source=source,
+        seg=seg,
+        ann=ann,
+        differential=analysis.differential,
+        algorithm=algorithm,
+        regions=regions,
+        uid_root=uid_root,
+        series_number=first + 2,
+        status="preliminary",
+        evidence=[aoi] if aoi is not None else (),
+    )
+    objects.append(sr)
+    return objects
+
+
+def store_all(store: Store, datasets: list) -> list[str]:  # type: ignore[no-untyped-def]
+    """Store every object or none: a failure removes what this call already stored."""
+    stored: list[str] = []
+    try:
+        for ds in datasets:
+            store.store_dataset(ds)
+            stored.append(str(ds.SOPInstanceUID))
+    except BaseException:
+        for uid in stored:
+            store.delete_instance(uid)
+        raise
+    return stored
+
+
+@dataclass
+class AnalysisRun:
+    study_instance_uid: str
+    accession_number: str
+    container_identifier: str
+    stored: list[str]
+    sr_instance_uid: str
+    differential: Differential
+    cells: int
+    regions: int
+    algorithm_name: str
+    algorithm_version: str
+
+
+def run_analysis(
+    store: Store,
+    study_instance_uid: str,
+    models: AnalysisModels,
+    *,
+    uid_root: str,
+    progress: Callable[[int], None] | None = None,
+) -> AnalysisRun:
+    """Analyse a stored slide and store its results (a new series set per run, all or nothing)."""
+    analysis = analyze_slide(store, study_instance_uid, models, progress=progress)
+    algorithm = algorithm_info(models)
+    objects = result_objects(store, analysis, algorithm, uid_root=uid_root)
+    stored = store_all(store, objects)
+    header = analysis.slide.header()
+    return AnalysisRun(
+        study_instance_uid=study_instance_uid,
+        accession_number=str(header.get("AccessionNumber", "")),
+        container_identifier=str(header.get("ContainerIdentifier", "")),
+        stored=stored,
+        sr_instance_uid=str(objects[-1].SOPInstanceUID),
+        differential=analysis.differential,
+        cells=analysis.cell_count,
+        regions=len(analysis.regions),
+        algorithm_name=algorithm.name,
+        algorithm_version=algorithm.version,
+    )

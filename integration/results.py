@@ -94,3 +94,19 @@ def send_result(
     with Session(engine) as session, session.begin():
         audit(session, actor, f"result.queued.{status.value}", "case", accession_number, outbox=queued.id)
     return queued.id
+
+
+def mark_preliminary(engine: Engine, accession_number: str, *, actor: str, sr_instance_uid: str) -> bool:
+    """The case has an AI result now (unless a person already signed it); False when there is no case."""
+    from integration.cases import CaseStatus
+
+    with Session(engine) as session, session.begin():
+        case = get_case(session, accession_number)
+        if case is None:
+            return False
+        if case.status in (CaseStatus.ORDERED.value, CaseStatus.PRELIMINARY.value):
+            case.status = CaseStatus.PRELIMINARY.value
+            case.updated_at = datetime.now(UTC)
+            session.add(case)
+        audit(session, actor, "analysis.stored", "case", accession_number, sr=sr_instance_uid)
+        return True

@@ -42,5 +42,86 @@ def import_scan_command(
     )
 
 
+def analyze_command(
+    study: Annotated[str, typer.Option("--study", help="Study Instance UID of the slide scan.")],
+    data: DataOption = None,
+    seg_model: Annotated[Path | None, typer.Option(help="Segmentation model folder (default: shipped).")] = None,
+    cls_model: Annotated[Path | None, typer.Option(help="Classification model folder (default: shipped).")] = None,
+    aoi_model: Annotated[Path | None, typer.Option(help="AOI model folder (default: shipped).")] = None,
+    send: Annotated[bool, typer.Option(help="Queue the preliminary ORU^R01 to the configured LIS.")] = True,
+) -> None:
+    """Run the AI on a stored slide and store SEG, bulk annotations and a preliminary TID 1500 SR."""
+    from rich.progress import Progress
+
+    from ai.models import ModelError
+    from dicom_store import NotFound, StoreError
+    from hl7 import ResultStatus
+    from integration.analysis import AnalysisModels, run_analysis
+    from integration.results import differential_result, mark_preliminary, send_result
+    from integration.service import build_components
+    from integration.settings import load_settings
+
+    settings = load_settings(data_dir=data)
+    components = build_components(settings)
+    try:
+        models = AnalysisModels.load(seg_model, cls_model, aoi_model)
+        from dicom_store.slides import StoredSlide
+
+        regions = len(StoredSlide.find(components.store, study).regions())
+        with Progress() as progress:
+            task = progress.add_task("analysing regions", total=regions)
+            run = run_analysis(
+                components.store,
+                study,
+                models,
+                uid_root=settings.uid_root,
+                progress=lambda n: progress.advance(task, n),
+            )
+    except (ModelError, NotFound, StoreError) as exc:
+        typer.secho(f"analysis failed, nothing stored: {exc}", fg=typer.colors.RED, err=True)
+        components.engine.dispose()
+        raise typer.Exit(2) from exc
+    mark_preliminary(components.engine, run.accession_number, actor="cli", sr_instance_uid=run.sr_instance_uid)
+    queued = None
+    if send and run.accession_number:
+        result = differential_result(
+            run.differential, algorithm_name=run.algorithm_name, algorithm_version=run.algorithm_version
+        )
+        queued = send_result(
+            components.engine,
+            settings,
+            accession_number=run.accession_number,
+            study_instance_uid=study,
+            result=result,
+            status=ResultStatus.PRELIMINARY,
+            actor="cli",
+        )
+    components.engine.dispose()
+    _print_differential(run)
+    typer.echo(f"stored {len(run.stored)} result instances; SR {run.sr_instance_uid}")
+    if queued is not None:
+        typer.echo(f"preliminary ORU^R01 queued for {settings.lis_destination} (outbox id {queued})")
+    typer.echo("AI-generated, research use only, not for clinical diagnosis.")
+
+
+def _print_differential(run) -> None:  # type: ignore[no-untyped-def]
+    from rich.console import Console
+    from rich.table import Table
+
+    differential = run.differential
+    table = Table(title=f"Slide {run.container_identifier}: {run.cells} cells in {run.regions} regions")
+    table.add_column("class")
+    table.add_column("count", justify="right")
+    table.add_column("%", justify="right")
+    for code, count in differential.counts.items():
+        if count:
+            critical = " (critical)" if differential.critical.get(code) else ""
+            table.add_row(code + critical, str(count), f"{differential.percent.get(code, 0.0):.1f}")
+    ratio = "n/a" if differential.me_ratio is None else f"{differential.me_ratio:.2f}"
+    table.caption = f"counted {differential.total_classed} of {differential.total}; M:E {ratio}"
+    Console().print(table)
+
+
 def register(app: typer.Typer) -> None:
     app.command("import-scan")(import_scan_command)
+    app.command("analyze")(analyze_command)
