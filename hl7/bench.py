@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 
 from hl7.ack import new_control_id
 from hl7.codes import CELL_CLASSES
+from hl7.encoding import read_header
 from hl7.inbound import InboundHandler
 from hl7.mllp import MllpConnection, MllpServer
 from hl7.model import DifferentialResult, OruCase, Patient, PatientId, PersonName, Provider, ResultStatus
@@ -77,24 +78,40 @@ def _peer(queue: Any, peers: int) -> None:
 
 
 async def _send_orus(engine: Engine, payloads: list[str], ports: list[int]) -> dict[str, float]:
+    """Results are queued by a producer thread while the dispatcher sends them, as in `serve`."""
     outbox = Outbox(engine)
-    started = time.perf_counter()
-    for i, payload in enumerate(payloads):
-        outbox.enqueue(payload, f"127.0.0.1:{ports[i % len(ports)]}")
-    enqueued = time.perf_counter()
-    dispatcher = OutboxDispatcher(engine, RetryPolicy(initial=0.05, poll_interval=0.05))
+    dispatcher = OutboxDispatcher(engine, RetryPolicy(initial=0.05, poll_interval=0.01))
     await dispatcher.start()
+    enqueued = 0.0
+
+    def produce() -> None:
+        nonlocal enqueued
+        for i, payload in enumerate(payloads):
+            outbox.enqueue(payload, f"127.0.0.1:{ports[i % len(ports)]}")
+        enqueued = time.perf_counter()
+
+    started = time.perf_counter()
+    producer = asyncio.create_task(asyncio.to_thread(produce))
     try:
         while sum(s.sent for s in dispatcher.senders.values()) < len(payloads):
             await asyncio.sleep(0.005)
     finally:
+        await producer
         await dispatcher.stop()
     done = time.perf_counter()
-    return {
-        "enqueue_per_s": len(payloads) / (enqueued - started),
-        "send_ack_per_s": len(payloads) / (done - enqueued),
-        "oru_per_s": len(payloads) / (done - started),
-    }
+    return {"enqueue_per_s": len(payloads) / (enqueued - started), "oru_per_s": len(payloads) / (done - started)}
+
+
+async def _roundtrips(payloads: list[str], port: int) -> float:
+    """The same messages over one connection with no database at all: the ceiling the outbox is
+    compared with (DESIGN.md §11: report ratios against a peer measured in the same run)."""
+    connection = MllpConnection("127.0.0.1", port)
+    started = time.perf_counter()
+    for payload in payloads:
+        await connection.exchange(payload, read_header(payload)[0].control_id)
+    elapsed = time.perf_counter() - started
+    await connection.close()
+    return len(payloads) / elapsed
 
 
 def _order(n: int) -> str:
@@ -142,6 +159,7 @@ def run_bench(
     peer.start()
     try:
         ports = queue.get(timeout=60)
+        roundtrip = asyncio.run(_roundtrips(payloads[: max(1, len(payloads) // 3)], ports[0]))
         oru = asyncio.run(_send_orus(engine, payloads, ports))
     finally:
         peer.terminate()
@@ -153,6 +171,8 @@ def run_bench(
         "destinations": destinations,
         **{k: round(v, 1) for k, v in oru.items()},
         "target_oru_per_s": 2000,
+        "mllp_roundtrip_per_s": round(roundtrip, 1),
+        "oru_vs_roundtrip": round(oru["oru_per_s"] / roundtrip, 3),
         "build_oru_per_s": round(build_rate, 1),
         "orders": orders,
         "orders_per_s": round(inbound, 1),

@@ -172,9 +172,6 @@ class OutboxSender:
         self._task: asyncio.Task | None = None
         self.sent = 0
         self.batch_size = 50
-        # A local SQLite commit (WAL) takes ~0.1 ms, less than handing it to a thread and back; a
-        # server database may take a network round trip, which must not stall the event loop.
-        self._inline_db = engine.dialect.name == "sqlite"
 
     def wake(self) -> None:
         """Something was enqueued or released: look now instead of at the next poll."""
@@ -212,29 +209,36 @@ class OutboxSender:
         """Send what can be sent now, in order; returns how long to wait before the next step (0: go on).
 
         Messages are read in batches (one query for many sends); a batch ends at the first message
-        that is not accepted, so order and holds are always decided on fresh rows.
+        that is not accepted, so order and holds are always decided on fresh rows. Recording an AA
+        overlaps with sending the next message (at most one record outstanding): a crash in that window
+        re-sends an acknowledged-but-unrecorded message once, in order, which the receiver de-duplicates
+        by MSH-10; a message whose ACK *was* recorded is never sent again.
         """
         batch = await asyncio.to_thread(self.outbox.pending, self.destination, self.batch_size)
-        for entry in batch:
-            if entry.state == HELD:
-                return self.policy.poll_interval
-            if entry.next_attempt_at is not None:
-                wait = (entry.next_attempt_at - utcnow()).total_seconds()
-                if wait > 0:
-                    return min(wait, self.policy.poll_interval)
-            try:
-                reply = await self.connection.exchange(entry.payload, entry.control_id)
-            except (OSError, TimeoutError) as exc:
-                await self.connection.close()
-                await asyncio.to_thread(self._retry, entry, f"{type(exc).__name__}: {exc}")
-                return 0.0
-            if self._inline_db:
-                self._answered(entry, reply)
-            else:
-                await asyncio.to_thread(self._answered, entry, reply)
-            if not reply.accepted:
-                return 0.0
-        return 0.0 if batch else self.policy.poll_interval
+        recording: asyncio.Future | None = None
+        try:
+            for entry in batch:
+                if entry.state == HELD:
+                    return self.policy.poll_interval
+                if entry.next_attempt_at is not None:
+                    wait = (entry.next_attempt_at - utcnow()).total_seconds()
+                    if wait > 0:
+                        return min(wait, self.policy.poll_interval)
+                try:
+                    reply = await self.connection.exchange(entry.payload, entry.control_id)
+                except (OSError, TimeoutError) as exc:
+                    await self.connection.close()
+                    await asyncio.to_thread(self._retry, entry, f"{type(exc).__name__}: {exc}")
+                    return 0.0
+                if recording is not None:
+                    await recording
+                recording = asyncio.ensure_future(asyncio.to_thread(self._answered, entry, reply))
+                if not reply.accepted:
+                    return 0.0
+            return 0.0 if batch else self.policy.poll_interval
+        finally:
+            if recording is not None:
+                await recording
 
     def _retry(self, entry: OutboxMessage, error: str) -> None:
         attempts = entry.attempts + 1
