@@ -71,7 +71,9 @@ class Case(SQLModel, table=True):
     filler_order_number: str = Field(default="", max_length=200)
     patient_id: int = Field(foreign_key="patients.id", index=True)
     ordering_provider_id: str = Field(default="", max_length=200)
-    ordering_provider_name: str = Field(default="", max_length=400)
+    ordering_provider_name: str = Field(default="", max_length=400)  # "Given Family", for display
+    ordering_provider_family: str = Field(default="", max_length=200)
+    ordering_provider_given: str = Field(default="", max_length=200)
     status: str = Field(default=CaseStatus.ORDERED.value, max_length=20)
     priority: str = Field(default="R", max_length=2)
     service_code: str = Field(default="", max_length=100)

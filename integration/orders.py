@@ -123,6 +123,8 @@ def apply_order(session: Session, order: Order, actor: str) -> Case:
         "patient_id": patient.id,
         "ordering_provider_id": provider.id if provider else "",
         "ordering_provider_name": " ".join(p for p in (provider.given, provider.family) if p) if provider else "",
+        "ordering_provider_family": provider.family if provider else "",
+        "ordering_provider_given": provider.given if provider else "",
         "priority": order.priority[:2],
         "service_code": order.service_code,
         "service_text": order.service_text,

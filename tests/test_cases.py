@@ -53,6 +53,7 @@ def test_order_creates_then_updates_a_case(engine) -> None:  # type: ignore[no-u
         assert case is not None
         assert (case.status, case.priority, case.filler_order_number) == (CaseStatus.ORDERED, "S", "ACC1")
         assert (case.ordering_provider_id, case.ordering_provider_name) == ("99", "Greg House")
+        assert (case.ordering_provider_family, case.ordering_provider_given) == ("House", "Greg")
         assert [s.barcode for s in case_slides(session, case.id)] == ["S1", "S2"]
         patient = session.get(Patient, case.patient_id)
         assert (patient.family_name, patient.birth_date, patient.sex) == ("Doe", date(1960, 1, 1), "F")

@@ -49,6 +49,8 @@ def upgrade() -> None:
         sa.Column("patient_id", sa.Integer(), sa.ForeignKey("patients.id"), nullable=False, index=True),
         sa.Column("ordering_provider_id", sa.String(200), nullable=False),
         sa.Column("ordering_provider_name", sa.String(400), nullable=False),
+        sa.Column("ordering_provider_family", sa.String(200), nullable=False, server_default=""),
+        sa.Column("ordering_provider_given", sa.String(200), nullable=False, server_default=""),
         sa.Column("status", sa.String(20), nullable=False),
         sa.Column("priority", sa.String(2), nullable=False),
         sa.Column("service_code", sa.String(100), nullable=False),
