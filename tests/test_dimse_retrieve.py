@@ -125,7 +125,11 @@ def test_move_series_in_patient_root(scp: DimseServer, destination: StoreScp, st
     assert set(destination.received()) == {str(study[f"sc{n}"].SOPInstanceUID) for n in (1, 2, 3)}
 
 
-def test_move_refusals_say_why(tmp_path: Path) -> None:
+def scp_folder(scp: DimseServer) -> Path:
+    return scp.store.blobs.root.parent
+
+
+def test_retrieve_refusals_say_why(tmp_path: Path) -> None:
     study_uid = pydicom.uid.generate_uid(ROOT)
     with sqlite_store_in(tmp_path) as store, running(store, remote_aes={"PEER": ("127.0.0.1", free_port())}) as scp:
         _move_refusals(scp, study_uid)
@@ -144,6 +148,13 @@ def _move_refusals(scp: DimseServer, study_uid: str) -> None:
         *peer(scp), ok=False,
     )  # fmt: skip
     assert "needs StudyInstanceUID" in _error_comment(done.stderr)
+    # The same for C-GET, which has no destination to check first.
+    done = run_tool(
+        "getscu", "-d", "-S", "-od", str(scp_folder(scp)), "-k", "QueryRetrieveLevel=SERIES",
+        "-k", "StudyInstanceUID=1.2.3", *peer(scp), ok=False,
+    )  # fmt: skip
+    assert re.search(r"DIMSE Status\s*: 0xa900", done.stderr, re.I), done.stderr[-2000:]
+    assert "needs SeriesInstanceUID" in _error_comment(done.stderr)
 
 
 def test_get_into_a_folder(scp: DimseServer, study: dict, tmp_path: Path) -> None:

@@ -438,3 +438,20 @@ def test_sender_killed_mid_transfer_leaves_nothing(sqlite_store: Store, tmp_path
         assert blob_files(sqlite_store) == []
         # The server keeps serving.
         run_tool("echoscu", *peer(server))
+
+
+def test_find_matches_names_across_character_sets(light_scp: DimseServer, tmp_path: Path) -> None:
+    """Stored in Latin-1, asked for in UTF-8: matched on the decoded name, answered in UTF-8."""
+    ds = secondary_capture(patient_name="MÜLLER^JÖRG", patient_id="P9")
+    ds.SpecificCharacterSet = "ISO_IR 100"
+    run_tool("storescu", *peer(light_scp), str(write(ds, tmp_path / "latin1.dcm")))
+    assert pydicom.dcmread(tmp_path / "latin1.dcm").PatientName == "MÜLLER^JÖRG"
+    done = subprocess.run(
+        [dcmtk("findscu"), "-v", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "SpecificCharacterSet=ISO_IR 192",
+         "-k", "PatientName=MÜ*", "-k", "PatientID", *peer(light_scp)],
+        capture_output=True, timeout=60,
+    )  # fmt: skip
+    stderr = done.stderr.decode("utf-8", "replace")
+    assert done.returncode == 0, stderr
+    assert "Find Response: 1" in stderr and "Find Response: 2" not in stderr
+    assert "[ISO_IR 192]" in stderr and "PN [MÜLLER^JÖRG" in stderr and "[P9]" in stderr, stderr
