@@ -20,7 +20,7 @@ serve: setup
 	$(BIN)/marrowlink serve
 
 demo: setup
-	$(BIN)/marrowlink serve
+	$(BIN)/marrowlink demo
 
 test: setup system-deps
 	./scripts/test.sh

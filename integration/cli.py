@@ -44,6 +44,33 @@ def serve(
 
 
 @app.command()
+def demo(
+    data: DataOption = None,
+    seed: Annotated[int, typer.Option(help="Virtual slide seed (the demo case number).")] = 7,
+    profile: Annotated[str, typer.Option(help="Case profile: normal, aml, apl, hcl, lymphoma, ...")] = "aml",
+    fovs: Annotated[int, typer.Option(help="40x fields of view to capture.")] = 20,
+    serve_after: Annotated[bool, typer.Option("--serve/--no-serve", help="Keep serving when done.")] = True,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port.")] = None,
+    dicom_port: Annotated[int | None, typer.Option(help="DIMSE SCP port.")] = None,
+    mllp_port: Annotated[int | None, typer.Option(help="HL7 MLLP listener port.")] = None,
+) -> None:
+    """The whole workflow on a virtual slide: HL7 order, scan, DICOM import, AI analysis, ORU to a LIS."""
+    from integration.demo import DemoCase, run_demo, start_lis_standin
+    from integration.service import run_service
+    from integration.settings import load_settings
+
+    settings = load_settings(data_dir=data, http_port=http_port, dicom_port=dicom_port, mllp_port=mllp_port)
+    case = DemoCase(seed=seed, profile=profile, fovs=fovs)
+    code = run_service(
+        settings,
+        starters=[start_lis_standin],
+        after_start=lambda components: run_demo(components, case),
+        exit_after=not serve_after,
+    )
+    raise typer.Exit(code)
+
+
+@app.command()
 def version() -> None:
     """Print the version."""
     from importlib.metadata import version as dist_version

@@ -8,6 +8,8 @@ the reverse, so nothing accepts work that it can no longer finish.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
@@ -70,19 +72,45 @@ def build_app(components: Components):  # type: ignore[no-untyped-def]
     return create_app(components.store, config)
 
 
+Starter = Callable[["Components", AsyncExitStack], Awaitable[None]]
+
+
 class _Server(uvicorn.Server):
     """uvicorn that also runs our asyncio components (MLLP, job runner) in its event loop."""
 
-    def __init__(self, config: uvicorn.Config, components: Components) -> None:
+    def __init__(
+        self,
+        config: uvicorn.Config,
+        components: Components,
+        *,
+        starters: Sequence[Starter] = (),
+        after_start: Callable[[Components], None] | None = None,
+        exit_after: bool = False,
+    ) -> None:
         super().__init__(config)
         self.components = components
         self._stack = AsyncExitStack()
+        self._starters = [*starters, *_async_starters()]
+        self._after_start = after_start
+        self._exit_after = exit_after
 
     async def startup(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
         await self._stack.__aenter__()
-        for starter in _async_starters():
+        for starter in self._starters:
             await starter(self.components, self._stack)
         await super().startup(sockets=sockets)
+        if self._after_start is not None:
+            threading.Thread(target=self._run_after_start, name="after-start", daemon=True).start()
+
+    def _run_after_start(self) -> None:
+        try:
+            self._after_start(self.components)  # type: ignore[misc]
+        except Exception:
+            log.exception("start-up task failed")
+            self.exit_code = 1
+        finally:
+            if self._exit_after:
+                self.should_exit = True
 
     async def shutdown(self, sockets=None) -> None:  # type: ignore[no-untyped-def]
         await super().shutdown(sockets=sockets)
@@ -101,8 +129,16 @@ async def _start_lis(components: Components, stack: AsyncExitStack) -> None:
     stack.push_async_callback(runtime.stop)
 
 
-def run_service(settings: Settings) -> None:
+def run_service(
+    settings: Settings,
+    *,
+    starters: Sequence[Starter] = (),
+    after_start: Callable[[Components], None] | None = None,
+    exit_after: bool = False,
+) -> int:
+    """Serve until Ctrl-C/SIGTERM (or, with ``exit_after``, until ``after_start`` is done); exit code."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     components = build_components(settings)
     dimse = build_dimse(components)
     app = build_app(components)
@@ -119,8 +155,10 @@ def run_service(settings: Settings) -> None:
     config = uvicorn.Config(
         app, host=settings.http_host, port=settings.http_port, log_level="warning", lifespan="on", access_log=False
     )
+    server = _Server(config, components, starters=starters, after_start=after_start, exit_after=exit_after)
     try:
-        _Server(config, components).run()
+        server.run()
+        return getattr(server, "exit_code", 0)
     finally:
         dimse.stop()
         components.engine.dispose()

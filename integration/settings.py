@@ -79,6 +79,9 @@ class Settings(BaseSettings):
     lis_application: str = "LIS"
     lis_facility: str = ""
 
+    #: Folder with trained models in seg/, cls/ and aoi/ (default: the compact models shipped in ai/weights).
+    models_dir: Path | None = None
+
     uid_root: str = DEFAULT_UID_ROOT
     duplicate_policy: DuplicatePolicy = "reject"
     max_request_bytes: int = 2 * 1024**3
@@ -112,6 +115,10 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'index.sqlite3').resolve()}"
+
+    def model_dir(self, kind: str) -> Path | None:
+        """Where the model of a kind (seg, cls, aoi) comes from; None means the shipped default."""
+        return self.models_dir / kind if self.models_dir else None
 
     @property
     def blob_dir(self) -> Path:

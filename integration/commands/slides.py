@@ -64,7 +64,11 @@ def analyze_command(
     settings = load_settings(data_dir=data)
     components = build_components(settings)
     try:
-        models = AnalysisModels.load(seg_model, cls_model, aoi_model)
+        models = AnalysisModels.load(
+            seg_model or settings.model_dir("seg"),
+            cls_model or settings.model_dir("cls"),
+            aoi_model or settings.model_dir("aoi"),
+        )
         from dicom_store.slides import StoredSlide
 
         regions = len(StoredSlide.find(components.store, study).regions())

@@ -1,0 +1,157 @@
+"""`marrowlink demo`: the whole workflow on a virtual slide, through the real interfaces.
+
+An order arrives over MLLP (OML^O21), the virtual Metafer scans a smear of the ordered profile, the
+scan is imported as DICOM WSI, the AI analyses it, the results are stored as SEG/ANN/SR and the
+preliminary ORU^R01 goes to a LIS (a stand-in inside the process unless one is configured). Then the
+server keeps running so a viewer can open the study. Research use only, not for clinical diagnosis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+from hl7apy.consts import VALIDATION_LEVEL
+from hl7apy.core import Message
+
+from integration.service import Components
+
+log = logging.getLogger("marrowlink.demo")
+
+
+@dataclass(frozen=True)
+class DemoCase:
+    seed: int
+    profile: str
+    fovs: int
+
+    @property
+    def accession_number(self) -> str:
+        return f"DEMO-{self.seed:05d}"
+
+    @property
+    def barcode(self) -> str:
+        # The virtual Metafer labels slide N as VM<N>; the order names the same barcode in SAC-3.
+        return f"VM{self.seed:08d}"
+
+
+def demo_order(case: DemoCase) -> str:
+    """An OML^O21 (IHE LTW) for the demo case, built with hl7apy."""
+    message = Message("OML_O21", version="2.5.1", validation_level=VALIDATION_LEVEL.TOLERANT)
+    message.msh.msh_3 = "DEMO-LIS"
+    message.msh.msh_4 = "DEMO-HOSPITAL"
+    message.msh.msh_5 = "MARROWLINK"
+    message.msh.msh_9 = "OML^O21^OML_O21"
+    message.msh.msh_10 = f"DEMO{case.seed:05d}"
+    message.msh.msh_11 = "P"
+    patient = message.add_group("OML_O21_PATIENT")
+    patient.pid.pid_3 = f"DEMO{case.seed:05d}^^^DEMO-HOSPITAL^MR"
+    patient.pid.pid_5 = f"Demo^{case.profile.upper()}"
+    patient.pid.pid_7 = "19600101"
+    patient.pid.pid_8 = "F"
+    order = message.add_group("OML_O21_ORDER")
+    order.orc.orc_1 = "NW"
+    order.orc.orc_2 = f"PL{case.seed:05d}"
+    order.orc.orc_3 = f"FL{case.seed:05d}"
+    order.orc.orc_4 = case.accession_number
+    request = order.add_group("OML_O21_OBSERVATION_REQUEST")
+    request.obr.obr_1 = "1"
+    request.obr.obr_2 = f"PL{case.seed:05d}"
+    request.obr.obr_3 = f"FL{case.seed:05d}"
+    request.obr.obr_4 = "BMDIFF^Bone marrow differential^L"
+    specimen = request.add_group("OML_O21_SPECIMEN")
+    specimen.spm.spm_1 = "1"
+    specimen.spm.spm_2 = f"SP{case.seed:05d}"
+    specimen.spm.spm_4 = "BMA^Bone marrow aspirate^L"
+    container = specimen.add_segment("SAC")
+    container.sac_3 = case.barcode
+    return message.to_er7()
+
+
+async def start_lis_standin(components: Components, stack: AsyncExitStack) -> None:
+    """A LIS inside the process when none is configured, so the demo shows the ORU arriving."""
+    if components.settings.lis_destination:
+        return
+    from hl7.standin import LisStandIn
+
+    def received(header, text) -> None:  # type: ignore[no-untyped-def]
+        log.info(
+            "LIS stand-in received %s %s (MSH-10 %s)", header.message_code, header.trigger_event, header.control_id
+        )
+
+    standin = LisStandIn(on_message=received)
+    await standin.start()
+    stack.push_async_callback(standin.stop)
+    components.settings.lis_destination = f"127.0.0.1:{standin.port}"
+
+
+def run_demo(components: Components, case: DemoCase) -> None:
+    """Order → scan → import → analyse → ORU, logging each step (runs once the server is up)."""
+    from hl7 import ResultStatus
+    from hl7.mllp import send_message
+    from integration.scans import import_scan, study_uid_for
+
+    settings = components.settings
+    store = components.store
+    log.info("1/5 order %s for slide %s over MLLP :%d", case.accession_number, case.barcode, settings.mllp_port)
+    reply = asyncio.run(send_message("127.0.0.1", settings.mllp_port, demo_order(case)))
+    log.info("    answer: %s", getattr(reply, "code", reply))
+
+    study = study_uid_for(case.accession_number, settings.uid_root)
+    if store.study_exists(study):
+        log.info("2/5 slide already scanned and imported (study %s)", study)
+    else:
+        export = _scan(settings.data_dir / "demo" / f"scan-{case.seed}", case)
+        log.info("3/5 importing %s as DICOM WSI", export)
+        import_scan(
+            export, store, uid_root=settings.uid_root, accession_number=case.accession_number,
+            engine=components.engine, actor="demo",
+        )  # fmt: skip
+
+    from ai.models import ModelError
+    from integration.analysis import AnalysisModels, run_analysis
+    from integration.results import differential_result, mark_preliminary, send_result
+
+    try:
+        models = AnalysisModels.load(settings.model_dir("seg"), settings.model_dir("cls"), settings.model_dir("aoi"))
+    except ModelError as exc:
+        log.warning("4/5 no trained models, analysis skipped: %s", exc)
+        _summary(settings, study)
+        return
+    log.info("4/5 analysing the captured regions (%s)", models.algorithm_version)
+    run = run_analysis(store, study, models, uid_root=settings.uid_root)
+    mark_preliminary(components.engine, case.accession_number, actor="demo", sr_instance_uid=run.sr_instance_uid)
+    result = differential_result(
+        run.differential, algorithm_name=run.algorithm_name, algorithm_version=run.algorithm_version
+    )
+    queued = send_result(
+        components.engine, settings, accession_number=case.accession_number, study_instance_uid=study,
+        result=result, status=ResultStatus.PRELIMINARY, actor="demo",
+    )  # fmt: skip
+    critical = ", ".join(code for code, n in run.differential.critical.items() if n) or "none"
+    log.info("5/5 %d cells, critical forms: %s; ORU^R01 (P) queued as outbox #%s", run.cells, critical, queued)
+    _summary(settings, study)
+
+
+def _scan(folder: Path, case: DemoCase) -> Path:
+    from acquisition import plan_scan, simulate_slide, write_metafer_export
+
+    if (folder / "manifest.json").exists():
+        return folder
+    log.info("2/5 virtual Metafer: %s smear, 10x pre-scan, %d FOVs at 40x", case.profile, case.fovs)
+    slide = simulate_slide(case.seed, case.profile)
+    overview = slide.render_overview()
+    positions = plan_scan(overview, n=case.fovs)
+    write_metafer_export(slide, folder, positions, overview=overview)
+    return folder
+
+
+def _summary(settings, study: str) -> None:  # type: ignore[no-untyped-def]
+    base = settings.base_url
+    log.info("study %s", study)
+    log.info("DICOMweb: %s/dicomweb/studies/%s/series  (QIDO)", base, study)
+    log.info("DIMSE: %s@%s:%d   HL7 MLLP: :%d", settings.ae_title, "127.0.0.1", settings.dicom_port, settings.mllp_port)
+    log.info("research use only, not for clinical diagnosis")
