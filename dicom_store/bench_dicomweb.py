@@ -207,6 +207,14 @@ def bench_frames(
             if raw is not None:
                 raw_runs.append(raw())
         result["marrowlink"] = _summary(ours_runs) | {"stack": stack}
+        ceiling = ServerUnderTest(data, "ceiling")  # same HTTP server, a handler that does nothing
+        try:
+            host = f"http://127.0.0.1:{ceiling.port}"
+            result["uvicorn_constant_answer"] = wrk_frames(
+                host, ceiling.prefix + path, "", frames, seconds=seconds, connections=connections
+            )
+        finally:
+            ceiling.stop()
         if peer is not None:
             result["orthanc_raw"] = _summary(raw_runs)
             result["orthanc_dicomweb"] = wrk_frames(

@@ -23,7 +23,7 @@ from starlette.responses import Response
 from dicom_store.dicomweb import multipart
 from dicom_store.dicomweb.asgi import Denied, denied_response, respond
 from dicom_store.dicomweb.context import Context, json_error
-from dicom_store.dicomweb.media import negotiate_frames
+from dicom_store.dicomweb.media import FrameAnswer, negotiate_frames
 from dicom_store.dicomweb.pixels import CannotDecode, PixelFormat, decode_frame, native_bytes
 from dicom_store.errors import NotFound
 from dicom_store.store import FrameSource
@@ -39,16 +39,23 @@ _CLOSE = b"\r\n" + multipart.CLOSE
 
 
 class _Frames:
-    """Per blob: an open descriptor and, when every frame is one fragment, (offset, length) pairs."""
+    """Per stored blob, everything a request needs as plain Python values (no ORM attribute access,
+    no numpy on the hot path): the open descriptor, the identifying UIDs and per-frame byte ranges."""
 
-    __slots__ = ("fd", "lengths", "offsets", "source")
+    __slots__ = ("fd", "lengths", "offsets", "series", "servable", "source", "study", "syntax", "total")
 
     def __init__(self, source: FrameSource) -> None:
         self.source = source
+        row = source.instance
+        self.study, self.series = row.study_instance_uid, row.series_instance_uid
+        self.total = int(row.number_of_frames)
+        self.syntax = source.transfer_syntax_uid
+        layout = source.layout
+        # 1-bit frames that are not byte-aligned are re-packed by the Store: the slow route serves them
+        self.servable = layout.encapsulated or layout.number_of_frames == self.total
         self.fd = os.open(source.path, os.O_RDONLY)
-        table = source.layout.fragments
-        frames = source.instance.number_of_frames
-        if len(table) == frames and np.array_equal(table[:, 0], np.arange(frames)):
+        table = layout.fragments
+        if len(table) == self.total and np.array_equal(table[:, 0], np.arange(self.total)):
             self.offsets: list[int] | None = table[:, 1].tolist()
             self.lengths: list[int] | None = table[:, 2].tolist()
         else:
@@ -62,18 +69,31 @@ class _Frames:
         return read_frame(self.fd, self.source.layout, number)
 
 
+class _Plan:
+    """A negotiated answer with its header bytes built once."""
+
+    __slots__ = ("content_type", "multipart", "part_head")
+
+    def __init__(self, answer: FrameAnswer) -> None:
+        self.multipart = answer.multipart
+        self.part_head = _BOUNDARY_HEAD + answer.content_type.encode() + b"\r\n\r\n"
+        media = multipart.content_type(answer.content_type) if answer.multipart else answer.content_type
+        self.content_type = media.encode()
+
+
 class FramesRoute:
     """Serves ``…/frames/{list}`` from stored bytes; declines (0) when the slow route must answer."""
 
     def __init__(self, ctx: Context, max_open: int = 256) -> None:
         self.ctx = ctx
         self.max_open = max_open
-        self._open: OrderedDict[str, _Frames] = OrderedDict()
+        self._open: OrderedDict[int, _Frames] = OrderedDict()
+        self._plans: dict[tuple[str | None, str, bool], _Plan | None] = {}
         self._lock = threading.Lock()
         self._served = ctx.metrics.frames_served
 
     def _frames(self, source: FrameSource) -> _Frames:
-        key = str(source.path)
+        key = id(source)
         entry = self._open.get(key)
         if entry is not None and entry.source is source:
             return entry
@@ -87,6 +107,17 @@ class FramesRoute:
             if old is not None:
                 os.close(old.fd)
         return entry
+
+    def _plan(self, accept: str | None, syntax: str, single: bool) -> _Plan | None:
+        key = (accept, syntax, single)
+        try:
+            return self._plans[key]
+        except KeyError:
+            answer = negotiate_frames(accept, syntax, single)
+            plan = None if answer is None or answer.decode else _Plan(answer)
+            if len(self._plans) < 1024:  # Accept headers are few; a hostile client cannot grow this
+                self._plans[key] = plan
+            return plan
 
     async def __call__(self, scope: dict[str, Any], send: Any, match: re.Match[str]) -> int:
         """Answer and return the status sent, or 0 to leave the request to the slow route."""
@@ -107,28 +138,24 @@ class FramesRoute:
             source = self.ctx.store.frame_source(instance)
         except NotFound:
             return 0  # the slow route words the 404
-        row = source.instance
-        if row.study_instance_uid != study or row.series_instance_uid != series:
+        frames = self._frames(source)
+        if frames.study != study or frames.series != series or not frames.servable:
             return 0
         try:
-            numbers = [int(n) for n in frame_list.split(",")]
-        except ValueError:
+            numbers = [int(n) for n in frame_list.split(",")] if "," in frame_list else [int(frame_list)]
+        except ValueError:  # "1,,2": the slow route explains
             return 0
-        total = row.number_of_frames
-        if not numbers or any(n < 1 or n > total for n in numbers):
+        total = frames.total
+        for number in numbers:
+            if number < 1 or number > total:
+                return 0
+        plan = self._plan(accept, frames.syntax, len(numbers) == 1)
+        if plan is None:
             return 0
-        answer = negotiate_frames(accept, source.transfer_syntax_uid, len(numbers) == 1)
-        if answer is None or answer.decode:
-            return 0
-        if not source.layout.encapsulated and source.layout.number_of_frames != total:
-            return 0  # 1-bit frames that are not byte-aligned: the Store re-packs them
-        frames = self._frames(source)
-        part_type = answer.content_type.encode()
-        if not answer.multipart:
+        if not plan.multipart:
             body = frames.read(numbers[0])
-            content_type = part_type
         else:
-            head = _BOUNDARY_HEAD + part_type + b"\r\n\r\n"
+            head = plan.part_head
             chunks = []
             for number in numbers:
                 chunks.append(head)
@@ -136,12 +163,11 @@ class FramesRoute:
                 chunks.append(b"\r\n")
             chunks[-1] = _CLOSE
             body = b"".join(chunks)
-            content_type = multipart.content_type(answer.content_type).encode()
         await send(
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+                "headers": [(b"content-type", plan.content_type), (b"content-length", str(len(body)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": body})

@@ -76,15 +76,35 @@ def _serve(data: str, port: int, stack: str) -> None:
 
     engine = index_engine(f"sqlite:///{data}/index.sqlite3")
     store = Store(engine, Path(data) / "blobs")
-    if stack == "api":
+    app: Any
+    if stack == "ceiling":
+        app = _constant_app(9320)
+    elif stack == "api":
         from api import ApiConfig, create_app  # the full HTTP stack a user gets (gateway, metrics, auth)
 
-        app: Any = create_app(store, ApiConfig(dicomweb_public_read=True))
+        app = create_app(store, ApiConfig(dicomweb_public_read=True))
     else:
         from dicom_store.dicomweb import allow_all, dicomweb_app
 
         app = dicomweb_app(store, authorize=allow_all, max_request_bytes=1 << 30)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _constant_app(size: int) -> Any:
+    """The server's ceiling: an ASGI app that answers every request with ``size`` constant bytes."""
+    body = b"\0" * size
+    start = {
+        "type": "http.response.start",
+        "status": 200,
+        "headers": [(b"content-type", b"application/octet-stream"), (b"content-length", str(size).encode())],
+    }
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await send(start)
+            await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 class ServerUnderTest:
@@ -93,7 +113,7 @@ class ServerUnderTest:
         self.log = open(data / f"serve-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
         code = f"from dicom_store.dicomweb.loadtest import _serve; _serve({str(data)!r}, {self.port}, {stack!r})"
         self.process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT)
-        self.prefix = "/dicomweb" if stack == "api" else ""
+        self.prefix = "/dicomweb" if stack in ("api", "ceiling") else ""
         _wait_http(f"http://127.0.0.1:{self.port}/", self.process)
 
     @property
