@@ -12,17 +12,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
+import time
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
 from hl7apy.core import Message
-from sqlalchemy import Engine, func, insert, update
+from sqlalchemy import Engine, delete, func, insert, update
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from hl7.ack import AckReply
 from hl7.encoding import read_header
 from hl7.mllp import MllpConnection
-from hl7.tables import OutboxMessage, OutboxPayload, utcnow
+from hl7.tables import OutboxLease, OutboxMessage, OutboxPayload, utcnow
 
 log = logging.getLogger("marrowlink.hl7.outbox")
 
@@ -128,6 +133,27 @@ class Outbox:
         with self.engine.connect() as connection:
             return list(connection.execute(query).all())  # type: ignore[arg-type]
 
+    def acquire(self, destination: str, holder: str, ttl: float) -> bool:
+        """Take or renew the destination's sending lease; False while another live holder has it."""
+        now = utcnow()
+        expires = now + timedelta(seconds=ttl)
+        table = OutboxLease.__table__
+        condition = (table.c.destination == destination) & ((table.c.holder == holder) | (table.c.expires_at < now))
+        with self.engine.begin() as connection:
+            if connection.execute(update(table).where(condition).values(holder=holder, expires_at=expires)).rowcount:
+                return True
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(insert(table).values(destination=destination, holder=holder, expires_at=expires))
+        except IntegrityError:
+            return False
+        return True
+
+    def release_lease(self, destination: str, holder: str) -> None:
+        table = OutboxLease.__table__
+        with self.engine.begin() as connection:
+            connection.execute(delete(table).where(table.c.destination == destination, table.c.holder == holder))
+
     def record(self, entry_id: int, **values: object) -> None:
         """Update one row, never touching a row already recorded as sent."""
         statement = update(OutboxMessage).where(col(OutboxMessage.id) == entry_id, col(OutboxMessage.state) != SENT)
@@ -152,6 +178,7 @@ class RetryPolicy:
     connect_timeout: float = 5.0
     ack_timeout: float = 10.0
     poll_interval: float = 1.0  # how often an idle sender looks for work queued by other processes
+    lease_ttl: float = 30.0  # a dead sender's destination is taken over after this long
 
     def delay(self, attempts: int) -> float:
         return min(self.maximum, self.initial * 2 ** max(0, attempts - 1))
@@ -172,6 +199,8 @@ class OutboxSender:
         self._task: asyncio.Task | None = None
         self.sent = 0
         self.batch_size = 50
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._lease_until = 0.0
 
     def wake(self) -> None:
         """Something was enqueued or released: look now instead of at the next poll."""
@@ -187,6 +216,21 @@ class OutboxSender:
                 await self._task
             self._task = None
         await self.connection.close()
+        if self._lease_until:
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.outbox.release_lease, self.destination, self.holder)
+            self._lease_until = 0.0
+
+    async def _hold_lease(self) -> bool:
+        """True while this sender may send; renews the lease once half of it has passed."""
+        if time.monotonic() < self._lease_until - self.policy.lease_ttl / 2:
+            return True
+        ttl = self.policy.lease_ttl
+        if await asyncio.to_thread(self.outbox.acquire, self.destination, self.holder, ttl):
+            self._lease_until = time.monotonic() + ttl
+            return True
+        self._lease_until = 0.0
+        return False
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -218,6 +262,8 @@ class OutboxSender:
         recording: asyncio.Future | None = None
         try:
             for entry in batch:
+                if not await self._hold_lease():
+                    return self.policy.poll_interval  # another process sends this destination
                 if entry.state == HELD:
                     return self.policy.poll_interval
                 if entry.next_attempt_at is not None:

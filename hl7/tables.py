@@ -64,3 +64,14 @@ class OutboxMessage(SQLModel, table=True):
     ack: str | None = Field(default=None, sa_column=Column(Text))
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+
+
+class OutboxLease(SQLModel, table=True):
+    """Which process sends a destination's queue: one sender per destination even with several
+    `serve` processes on one database (PostgreSQL scale-out); expires if its holder dies."""
+
+    __tablename__ = "hl7_outbox_lease"
+
+    destination: str = Field(max_length=255, primary_key=True)
+    holder: str = Field(max_length=200)
+    expires_at: datetime

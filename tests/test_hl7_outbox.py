@@ -245,3 +245,29 @@ def test_record_locked_is_temporary_with_bounded_retries(engine) -> None:  # typ
     assert rows[0].attempts == 3
     assert rows[1].attempts == FAST.temporary_retries + 1 and "206" in (rows[1].last_error or "")
     assert peer.received == [rows[0].control_id] * 3 + [rows[1].control_id] * 3
+
+
+def test_one_sender_per_destination_across_processes(engine) -> None:  # type: ignore[no-untyped-def]
+    """Two senders (as two `serve` processes would have) on one database: only the lease holder sends."""
+    port = free_port()
+    ids = queue(engine, port, 3)
+    policy = RetryPolicy(initial=0.05, connect_timeout=1, ack_timeout=5, poll_interval=0.05, lease_ttl=60)
+
+    async def scenario() -> tuple[OutboxSender, OutboxSender]:
+        first = OutboxSender(engine, f"127.0.0.1:{port}", policy)
+        second = OutboxSender(engine, f"127.0.0.1:{port}", policy)
+        await first.start()
+        await second.start()
+        deadline = time.monotonic() + 15
+        while states(engine, port) != ["sent"] * 3:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.02)
+        await first.stop()
+        await second.stop()
+        return first, second
+
+    with Hl7apyLis(port) as lis:
+        first, second = asyncio.run(scenario())
+    assert lis.received == ids
+    assert sorted([first.sent, second.sent]) == [0, 3]
+    assert Outbox(engine).acquire(f"127.0.0.1:{port}", "someone", 1)  # released on stop

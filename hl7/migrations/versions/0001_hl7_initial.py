@@ -53,9 +53,16 @@ def upgrade() -> None:
         sa.Column("outbox_id", sa.Integer(), sa.ForeignKey("hl7_outbox.id"), primary_key=True),
         sa.Column("payload", sa.Text(), nullable=False),
     )
+    op.create_table(
+        "hl7_outbox_lease",
+        sa.Column("destination", sa.String(255), primary_key=True),
+        sa.Column("holder", sa.String(200), nullable=False),
+        sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    )
 
 
 def downgrade() -> None:
+    op.drop_table("hl7_outbox_lease")
     op.drop_table("hl7_outbox_payload")
     op.drop_index("ix_hl7_outbox_destination_state", table_name="hl7_outbox")
     op.drop_table("hl7_outbox")
