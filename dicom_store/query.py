@@ -13,7 +13,8 @@ from enum import StrEnum
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import Boolean, ColumnElement, and_, func, or_, select
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Session
 
 from dicom_store.attributes import search_name
@@ -165,8 +166,35 @@ def _condition(key: Key, keyword: str, value: str, fuzzy: bool) -> ColumnElement
             return Study.patient_name_search.like(_like_pattern(needle), escape="\\")
         return Study.patient_name_search == needle
     if "*" in value or "?" in value:
-        return key.column.like(_like_pattern(value), escape="\\")
+        return _WildcardMatch(key.column, value)
     return key.column == value
+
+
+class _WildcardMatch(ColumnElement[bool]):
+    """DICOM wildcard matching of a non-PN text key, case-sensitive on every database (PS3.4 C.2.2.2.4).
+
+    SQLite's LIKE ignores ASCII case, so there the match is compiled to GLOB, which does not; other
+    databases use LIKE.
+    """
+
+    inherit_cache = False  # the value is part of the construct; statements using it are not cached
+    type = Boolean()
+
+    def __init__(self, column: Any, value: str) -> None:
+        self.column = column
+        self.value = value
+
+
+@compiles(_WildcardMatch)
+def _compile_like(element: _WildcardMatch, compiler: Any, **kw: Any) -> str:
+    return compiler.process(element.column.like(_like_pattern(element.value), escape="\\"), **kw)
+
+
+@compiles(_WildcardMatch, "sqlite")
+def _compile_glob(element: _WildcardMatch, compiler: Any, **kw: Any) -> str:
+    # GLOB has no escape character: a literal bracket is written as a one-character class.
+    pattern = "".join({"[": "[[]", "]": "[]]"}.get(c, c) for c in element.value)
+    return compiler.process(element.column.op("GLOB")(pattern), **kw)
 
 
 def parse_query(level: Level, params: Iterable[tuple[str, str]]) -> Query:

@@ -323,6 +323,10 @@ def test_find_study_series_image_levels_in_both_models(scp: DimseServer, tmp_pat
     patient_root_images = _find(scp, "-P", "QueryRetrieveLevel=IMAGE", "PatientID=P2", "SOPInstanceUID")
     assert [i["0008,0018"] for i in patient_root_images] == [data["b1"].SOPInstanceUID]
 
+    # Wildcards on text keys other than PN are case-sensitive on every index database (PS3.4 C.2.2.2.4).
+    assert _find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=acc*") == []
+    assert len(_find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=ACC*")) == 3
+
     # No match: only the final Success.
     assert _find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=NOPE") == []
 
