@@ -182,7 +182,15 @@ def bench_frames(
         ours_runs, raw_runs = [], []
 
         def ours() -> dict[str, float]:
-            return wrk_frames(host, server.prefix + path, "", frames, seconds=seconds, connections=connections)
+            return wrk_frames(
+                host,
+                server.prefix + path,
+                "",
+                frames,
+                seconds=seconds,
+                connections=connections,
+                server_pid=server.process.pid,
+            )
 
         ours()  # warm-up: page cache, frame-table cache, connections
         raw = None
@@ -199,6 +207,7 @@ def bench_frames(
                     seconds=seconds,
                     connections=connections,
                     first=0,
+                    server_pid=peer.process.pid,
                 )
 
             raw()
@@ -211,7 +220,13 @@ def bench_frames(
         try:
             host = f"http://127.0.0.1:{ceiling.port}"
             result["uvicorn_constant_answer"] = wrk_frames(
-                host, ceiling.prefix + path, "", frames, seconds=seconds, connections=connections
+                host,
+                ceiling.prefix + path,
+                "",
+                frames,
+                seconds=seconds,
+                connections=connections,
+                server_pid=ceiling.process.pid,
             )
         finally:
             ceiling.stop()
@@ -225,6 +240,10 @@ def bench_frames(
             result["ratio_vs_orthanc_raw_best"] = round(
                 result["marrowlink"]["best_frames_per_s"] / result["orthanc_raw"]["best_frames_per_s"], 2
             )
+            cpu_ours = result["marrowlink"]["server_cpu_us_per_request"]
+            cpu_raw = result["orthanc_raw"]["server_cpu_us_per_request"]
+            if cpu_ours and cpu_raw:
+                result["cpu_per_frame_orthanc_raw_over_ours"] = round(cpu_raw / cpu_ours, 2)
             result["ratio_vs_orthanc_dicomweb"] = round(
                 ours_fps / max(result["orthanc_dicomweb"]["frames_per_s"], 0.01), 1
             )
@@ -238,7 +257,9 @@ def bench_frames(
 def _summary(runs: list[dict[str, float]]) -> dict[str, Any]:
     """Median of the runs (frames/s, p50, p99), plus the best frames/s and every run's frames/s."""
     rates = [r["frames_per_s"] for r in runs]
+    cpu = [r["server_cpu_us_per_request"] for r in runs if "server_cpu_us_per_request" in r]
     return {
+        "server_cpu_us_per_request": round(statistics.median(cpu), 1) if cpu else None,
         "frames_per_s": round(statistics.median(rates), 1),
         "p50_ms": round(statistics.median(r["p50_ms"] for r in runs), 3),
         "p99_ms": round(statistics.median(r["p99_ms"] for r in runs), 3),

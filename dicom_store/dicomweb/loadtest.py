@@ -194,6 +194,7 @@ def _parse_wrk(text: str) -> dict[str, float]:
         return value / 1000 if unit == "us" else value * 1000 if unit == "s" else value
 
     rate = re.search(r"Requests/sec:\s+([0-9.]+)", text)
+    total = re.search(r"([0-9]+) requests in", text)
     errors = re.search(r"Non-2xx or 3xx responses:\s+([0-9]+)", text)
     socket_errors = re.search(r"Socket errors: (.*)", text)
     return {
@@ -202,7 +203,14 @@ def _parse_wrk(text: str) -> dict[str, float]:
         "p99_ms": round(latency_ms("99"), 3),
         "non_2xx": int(errors.group(1)) if errors else 0,
         "socket_errors": socket_errors.group(1).strip() if socket_errors else "",
+        "requests": int(total.group(1)) if total else 0,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (all its threads) from /proc, in seconds."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wrk_frames(
@@ -215,8 +223,13 @@ def wrk_frames(
     connections: int,
     accept: str = ACCEPT,
     first: int = 1,
+    server_pid: int | None = None,
 ) -> dict[str, float]:
-    """Random frame numbers (``first`` is 1 for DICOMweb, 0 for Orthanc's REST) over keep-alive connections."""
+    """Random frame numbers (``first`` is 1 for DICOMweb, 0 for Orthanc's REST) over keep-alive connections.
+
+    With ``server_pid``, also the server's CPU time per request: unlike frames/s, it hardly moves when
+    other jobs share the machine, so it compares servers fairly on a busy host.
+    """
     wrk = shutil.which("wrk")
     if wrk is None:
         raise RuntimeError("wrk is not installed (apt-get install -y wrk)")
@@ -236,10 +249,15 @@ def wrk_frames(
             "--latency",
         ]
         command += ["-s", script.name, host]
+        cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
         output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+        cpu_after = cpu_seconds(server_pid) if server_pid else 0.0
     finally:
         os.unlink(script.name)
-    return _parse_wrk(output)
+    result = _parse_wrk(output)
+    if server_pid and result["requests"]:
+        result["server_cpu_us_per_request"] = round((cpu_after - cpu_before) / result["requests"] * 1e6, 1)
+    return result
 
 
 def check_frame(url: str, accept: str, expected: bytes) -> None:
