@@ -459,3 +459,18 @@ def test_find_matches_names_across_character_sets(light_scp: DimseServer, tmp_pa
     assert done.returncode == 0, stderr
     assert "Find Response: 1" in stderr and "Find Response: 2" not in stderr
     assert "[ISO_IR 192]" in stderr and "PN [MÜLLER^JÖRG" in stderr and "[P9]" in stderr, stderr
+
+
+def test_find_cancel(light_scp: DimseServer, sqlite_store: Store) -> None:
+    """C-CANCEL-FIND after the first response ends the matches with 0xFE00 (checked before each response)."""
+    study, series = pydicom.uid.generate_uid(ROOT), pydicom.uid.generate_uid(ROOT)
+    for number in range(150):
+        sqlite_store.store_dataset(secondary_capture(study_uid=study, series_uid=series, instance_number=number))
+    done = run_tool(
+        "findscu", "-v", "-S", "--cancel", "1", "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={study}",
+        "-k", "SOPInstanceUID", *peer(light_scp),
+    )  # fmt: skip
+    assert (
+        "Matching Terminated due to Cancel" in done.stderr or "Cancel" in done.stderr.split("Final Find Response")[-1]
+    )
+    assert done.stderr.count("Find Response:") < 150
