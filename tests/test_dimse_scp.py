@@ -8,6 +8,7 @@ console scripts in the venv would shadow them).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import ssl
 import subprocess
@@ -464,8 +465,10 @@ def test_find_matches_names_across_character_sets(light_scp: DimseServer, tmp_pa
 def test_find_cancel(light_scp: DimseServer, sqlite_store: Store) -> None:
     """C-CANCEL-FIND after the first response ends the matches with 0xFE00 (checked before each response)."""
     study, series = pydicom.uid.generate_uid(ROOT), pydicom.uid.generate_uid(ROOT)
-    for number in range(150):
-        sqlite_store.store_dataset(secondary_capture(study_uid=study, series_uid=series, instance_number=number))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(os, "fsync", lambda fd: None)  # setup speed only: durability is not under test here
+        for number in range(150):
+            sqlite_store.store_dataset(secondary_capture(study_uid=study, series_uid=series, instance_number=number))
     done = run_tool(
         "findscu", "-v", "-S", "--cancel", "1", "-k", "QueryRetrieveLevel=IMAGE", "-k", f"StudyInstanceUID={study}",
         "-k", "SOPInstanceUID", *peer(light_scp),
