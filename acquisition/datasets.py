@@ -30,6 +30,7 @@ from acquisition.catalogue import CLASS_CODES, QUALITY_CLASSES
 from acquisition.metafer_writer import write_ids
 from acquisition.planning import oracle_scores, rank_tiles
 from acquisition.simulator import GENERATOR_VERSION, PROFILE_NAMES, PROFILES, VirtualSlide, optics, simulate_slide
+from acquisition.simulator.profiles import CLUSTER_FRACTION
 
 KINDS = ("aoi", "seg", "cls")
 CROP_SOURCE_PX = 256
@@ -46,6 +47,13 @@ def profile_for(seed: int, profiles: Sequence[str] | None) -> str:
         if p not in PROFILES:
             raise ValueError(f"unknown profile {p!r}; known: {', '.join(PROFILES)}, mixed")
     return names[seed % len(names)]
+
+
+def balanced_weights() -> dict[str, float]:
+    """Equal cell counts per class: classes that come in clusters (a seed cell brings 2-6 more) are
+    seeded less often."""
+    mean_extra = 4.0  # members added to a cluster: integers 2..6
+    return {c: 1.0 / (1.0 + CLUSTER_FRACTION.get(c, 0.0) * mean_extra) for c in CLASS_CODES}
 
 
 def units(kind: str, seeds: Sequence[int], fovs_per_seed: int) -> int:
@@ -78,7 +86,7 @@ def make_dataset(
     used = [profile_for(s, profiles) for s in seeds]
     step = progress or (lambda n: None)
     area = {"scan_area_um": scan_area_um} if scan_area_um else {}
-    override = dict(PROFILES["balanced"]) if (kind == "cls" and balance) else None
+    override = balanced_weights() if (kind == "cls" and balance) else None
     slides = (simulate_slide(s, p, class_weights_override=override, **area) for s, p in zip(seeds, used, strict=True))
     writer = {"aoi": _aoi, "seg": _seg, "cls": _cls}[kind]
     counts, extra = writer(out, slides, fovs_per_seed, step)

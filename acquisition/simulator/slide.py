@@ -78,7 +78,7 @@ class SmearGeometry:
             t = t + a * np.sin(k * y + ph)
         return t
 
-    def coverage(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    def coverage(self, x: np.ndarray, y: np.ndarray, scratches: bool = True) -> np.ndarray:
         """RBC coverage (red-cell area per area; 1 ≈ a closed monolayer) at slide points (µm)."""
         x = np.asarray(x, np.float64)
         y = np.asarray(y, np.float64)
@@ -91,15 +91,23 @@ class SmearGeometry:
         for kx, ky, ph, a in zip(self._kx, self._ky, self._phase, self._amp, strict=True):
             mod += a * np.sin(kx * x + ky * y + ph)
         d = base * lateral * np.exp(mod)
-        for a in self.artefacts:
+        for a in self.artefacts if scratches else ():
             if a.kind == "scratch":
                 d = d * np.clip((_segment_distance(x, y, a) - a.size / 2) / 6.0, 0.0, 1.0)
         return d
 
     def artefact_coverage(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Where an artefact spoils the view; a scratch only counts where it crosses the smear (on bare
+        glass it removes nothing and is hardly visible)."""
         hit = np.zeros(np.shape(x), bool)
+        on_smear = None
         for a in self.artefacts:
-            hit |= a.footprint(x, y)
+            fp = a.footprint(x, y)
+            if a.kind == "scratch" and fp.any():
+                if on_smear is None:
+                    on_smear = self.coverage(x, y, scratches=False) >= BACKGROUND_BELOW
+                fp &= on_smear
+            hit |= fp
         return hit
 
     def precipitate_density(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:

@@ -77,10 +77,11 @@ def random_stain(rng: np.random.Generator) -> SlideStain:
         # Small per-colour hue jitter: a pH shift moves azure towards blue or purple.
         od = od * (1.0 + rng.normal(0.0, 0.04, 3)).astype(np.float32)
         colours[name] = (od * overall * (eosin if dye == "eosin" else azure)).astype(np.float32)
-    lamp = np.array([1.0, 0.99, 0.97]) * rng.uniform(0.93, 1.0) + rng.normal(0.0, 0.012, 3)
+    # White balance differs between microscopes and cameras: warm halogen, cool LED, grey exposures.
+    lamp = np.array([1.0, 0.99, 0.97]) * rng.uniform(0.88, 1.0) + rng.normal(0.0, 0.025, 3)
     mix = np.eye(3) + rng.normal(0.0, 0.025, (3, 3))
     mix /= mix.sum(axis=1, keepdims=True)
-    return SlideStain(colours, np.clip(lamp, 0.8, 1.0).astype(np.float32), eosin, azure, mix.astype(np.float32))
+    return SlideStain(colours, np.clip(lamp, 0.78, 1.0).astype(np.float32), eosin, azure, mix.astype(np.float32))
 
 
 def vignette(shape: tuple[int, int], strength: float, centre: tuple[float, float] = (0.5, 0.5)) -> np.ndarray:
