@@ -133,7 +133,26 @@ def run_demo(components: Components, case: DemoCase) -> None:
     )  # fmt: skip
     critical = ", ".join(code for code, n in run.differential.critical.items() if n) or "none"
     log.info("5/5 %d cells, critical forms: %s; ORU^R01 (P) queued as outbox #%s", run.cells, critical, queued)
+    if queued is not None:
+        _await_delivery(components, queued)
     _summary(settings, study)
+
+
+def _await_delivery(components: Components, entry_id: int, timeout: float = 60.0) -> None:
+    """Wait until the LIS acknowledged the ORU (the outbox row is 'sent'), so the demo shows it."""
+    import time
+
+    from hl7.outbox import SENT, Outbox
+
+    outbox = Outbox(components.engine)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        row = outbox.get(entry_id)
+        if row is not None and row.state == SENT:
+            log.info("    the LIS acknowledged the ORU (outbox #%d sent)", entry_id)
+            return
+        time.sleep(0.2)
+    log.warning("    the ORU is still in the outbox (see `marrowlink hl7 outbox`)")
 
 
 def _scan(folder: Path, case: DemoCase) -> Path:

@@ -92,3 +92,20 @@ def require_program(name: str) -> str:
     if not found:
         pytest.fail(f"{name} is not installed; .ci/run installs the Debian packages the tests need")
     return found
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny segmentation and classification networks trained for a few steps: real models for testing
+    the pipeline's plumbing (accuracy is `marrowlink evaluate`'s job, not a test's)."""
+    from ai.synthetic import write_labelled, write_seg
+    from ai.training import train
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    seg_data = write_seg(root / "seg_data", n=6, shape=(128, 192), pixel_size_um=0.043)
+    cls_data = write_labelled(root / "cls_data", "cls", ["BLA", "NGS", "EBO", "LYT"], per_class=10, size=48)
+    common = {"batch_size": 4, "steps_per_epoch": 3, "verbose": 0, "threads": 2}
+    train("seg", seg_data, "compact", 1, root / "seg", input_size=64, seg_scale=0.5,
+          arch_params={"width": 4, "depth": 2}, **common)  # fmt: skip
+    train("cls", cls_data, "compact", 1, root / "cls", input_size=32, arch_params={"width": 4}, **common)
+    return {"root": root, "seg": root / "seg", "cls": root / "cls"}

@@ -24,21 +24,6 @@ MARROWLINK = str(Path(sys.executable).parent / "marrowlink")
 
 
 @pytest.fixture(scope="module")
-def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from ai.synthetic import write_labelled, write_seg
-    from ai.training import train
-
-    root = tmp_path_factory.mktemp("models")
-    seg_data = write_seg(root / "seg", n=6, shape=(128, 192), pixel_size_um=0.043)
-    cls_data = write_labelled(root / "cls", "cls", ["BLA", "NGS", "EBO", "LYT"], per_class=10, size=48)
-    common = {"batch_size": 4, "steps_per_epoch": 3, "verbose": 0, "threads": 2}
-    train("seg", seg_data, "compact", 1, root / "seg_model", input_size=64, seg_scale=0.5,
-          arch_params={"width": 4, "depth": 2}, **common)  # fmt: skip
-    train("cls", cls_data, "compact", 1, root / "cls_model", input_size=32, arch_params={"width": 4}, **common)
-    return {"seg": root / "seg_model", "cls": root / "cls_model"}
-
-
-@pytest.fixture(scope="module")
 def export(tmp_path_factory: pytest.TempPathFactory) -> Path:
     slide = simulate_slide(21, "aml", scan_area_um=(600.0, 300.0))
     overview = slide.render_overview()

@@ -1,0 +1,29 @@
+"""`marrowlink demo`: order over MLLP, virtual scan, import, analysis, ORU to the LIS — one command."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import free_port
+
+MARROWLINK = str(Path(sys.executable).parent / "marrowlink")
+
+
+def test_demo_runs_the_whole_workflow(tmp_path: Path, tiny_models) -> None:
+    env = {**os.environ, "MARROWLINK_MODELS_DIR": str(tiny_models["root"])}
+    env.pop("MARROWLINK_CONFIG", None)
+    out = subprocess.run(
+        [MARROWLINK, "demo", "--data", str(tmp_path / "data"), "--fovs", "2", "--no-serve",
+         "--http-port", str(free_port()), "--dicom-port", str(free_port()), "--mllp-port", str(free_port())],
+        capture_output=True, text=True, env=env, timeout=900,
+    )  # fmt: skip
+    log = out.stdout + out.stderr
+    assert out.returncode == 0, log
+    assert "answer: AA" in log  # the order was accepted over MLLP
+    assert "5/5" in log and "ORU^R01 (P) queued" in log
+    assert "LIS stand-in received ORU R01" in log
+    assert "the LIS acknowledged the ORU" in log
+    assert "research use only" in log
