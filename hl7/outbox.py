@@ -16,6 +16,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -32,6 +33,11 @@ from hl7.tables import OutboxLease, OutboxMessage, OutboxPayload, utcnow
 log = logging.getLogger("marrowlink.hl7.outbox")
 
 QUEUED, HELD, SENT = "queued", "held", "sent"
+
+
+#: In-process callbacks told about each enqueue (destination), so a sender in this process starts at
+#: once instead of at its next poll; senders in other processes still find the row by polling.
+_enqueue_listeners: set[Callable[[str], None]] = set()
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,9 @@ class Outbox:
         with self.engine.begin() as connection:
             entry_id = connection.execute(insert(OutboxMessage).values(**values)).inserted_primary_key[0]
             connection.execute(insert(OutboxPayload).values(outbox_id=entry_id, payload=payload))
+        for listener in list(_enqueue_listeners):
+            with contextlib.suppress(RuntimeError):  # a listener whose loop has closed: polling remains
+                listener(destination)
         return Queued(entry_id, header.control_id, destination)
 
     def payload(self, entry_id: int) -> str | None:
@@ -351,8 +360,20 @@ class OutboxDispatcher:
     async def start(self) -> None:
         await self._discover()
         self._task = asyncio.create_task(self._watch(), name="outbox dispatcher")
+        loop = asyncio.get_running_loop()
+        # enqueue may run in any thread (API handlers, job runner): hop into the loop to wake up
+        self._listener = lambda destination: loop.call_soon_threadsafe(self._enqueued, destination)
+        _enqueue_listeners.add(self._listener)
+
+    def _enqueued(self, destination: str) -> None:
+        sender = self.senders.get(destination)
+        if sender is not None:
+            sender.wake()
+        else:
+            self._wake.set()  # a new destination: discover it now
 
     async def stop(self) -> None:
+        _enqueue_listeners.discard(getattr(self, "_listener", None))  # type: ignore[arg-type]
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

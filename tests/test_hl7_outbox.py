@@ -271,3 +271,23 @@ def test_one_sender_per_destination_across_processes(engine) -> None:  # type: i
     assert lis.received == ids
     assert sorted([first.sent, second.sent]) == [0, 3]
     assert Outbox(engine).acquire(f"127.0.0.1:{port}", "someone", 1)  # released on stop
+
+
+def test_enqueue_wakes_the_dispatcher_in_this_process(engine) -> None:  # type: ignore[no-untyped-def]
+    slow_poll = RetryPolicy(initial=0.05, connect_timeout=1, ack_timeout=5, poll_interval=30)
+
+    async def scenario() -> float:
+        peer = ScriptedPeer([])
+        port = await peer.start()
+        dispatcher = OutboxDispatcher(engine, slow_poll)
+        await dispatcher.start()
+        started = time.monotonic()
+        await asyncio.to_thread(queue, engine, port, 1)  # from another thread, like an API handler
+        while states(engine, port) != ["sent"]:
+            assert time.monotonic() - started < 10, "not woken: it waited for the 30 s poll"
+            await asyncio.sleep(0.01)
+        await dispatcher.stop()
+        peer.server.close()
+        return time.monotonic() - started
+
+    assert asyncio.run(scenario()) < 10
