@@ -133,12 +133,12 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
 
 
 def _plasma(cv: Canvas, ctx: FovContext) -> None:
-    """Background: plasma proteins stain faintly, more where the smear is thick."""
-    gy, gx = np.mgrid[0:13, 0:17].astype(np.float64)
-    d = ctx.geometry.coverage(cv.x_um + gx * FOV_WIDTH_UM / 16, cv.y_um + gy * FOV_HEIGHT_UM / 12)
-    amt = cv2.resize(
-        (0.25 + 0.45 * np.minimum(d, 2.5)).astype(np.float32), (cv.width, cv.height), interpolation=cv2.INTER_LINEAR
-    )
+    """Background: plasma proteins stain faintly, more where the smear is thick, and unevenly."""
+    gy, gx = np.mgrid[0:48, 0:64].astype(np.float64)
+    x, y = cv.x_um + gx * FOV_WIDTH_UM / 63, cv.y_um + gy * FOV_HEIGHT_UM / 47
+    d = np.minimum(ctx.geometry.coverage(x, y), 2.5)
+    amt = (0.25 + 0.45 * d) * (1.0 + ctx.geometry.film_strength * ctx.geometry.film(x, y))
+    amt = cv2.resize(np.clip(amt, 0.0, None).astype(np.float32), (cv.width, cv.height), interpolation=cv2.INTER_CUBIC)
     cv.od += amt[:, :, None] * ctx.stain.od("plasma")[None, None, :]
 
 

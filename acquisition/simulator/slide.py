@@ -68,7 +68,20 @@ class SmearGeometry:
         self._edge_k = 2 * np.pi / rng.uniform(60.0, 500.0, 10)
         self._edge_phase = rng.uniform(0, 2 * np.pi, 10)
         self._edge_amp = rng.uniform(10.0, 70.0, 10)
+        # Mottling of the plasma film (protein and stain lie unevenly at the 10-60 µm scale).
+        wl = rng.uniform(8.0, 60.0, 10)
+        dirn = rng.uniform(0, 2 * np.pi, 10)
+        self._film = (2 * np.pi / wl * np.cos(dirn), 2 * np.pi / wl * np.sin(dirn), rng.uniform(0, 2 * np.pi, 10))
+        self.film_strength = float(rng.uniform(0.1, 0.35))
         self.artefacts = _random_artefacts(rng, self)
+
+    def film(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Plasma-film mottling, about zero mean and unit amplitude."""
+        kx, ky, ph = self._film
+        out = np.zeros(np.broadcast(x, y).shape)
+        for a, b, c in zip(kx, ky, ph, strict=True):
+            out += np.sin(a * x + b * y + c)
+        return out / np.sqrt(len(kx) / 2)
 
     def tail_at(self, y: np.ndarray) -> np.ndarray:
         """x of the feathered edge at height y: receding at the sides, with irregular tongues."""
