@@ -14,6 +14,7 @@ import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage, generate_uid
+from sqlalchemy import Engine
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
@@ -107,10 +109,33 @@ def _send(port: int, files: list[Path], called_ae: str) -> float:
     return elapsed
 
 
-def _ours_once(work: Path, files: list[Path]) -> float:
+def _sqlite_index(url: str) -> Engine:
+    """A WAL SQLite index with the dicom_store tables, for when the caller passes no ``open_index``.
+
+    dicom_store does not import integration (DESIGN §2); ``marrowlink bench`` passes
+    ``integration.database.open_index`` so that the measured index is the migrated production one.
+    """
+    from sqlalchemy import create_engine, event
+    from sqlmodel import SQLModel
+
+    import dicom_store.models  # noqa: F401  (registers the tables)
+
+    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def]
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    SQLModel.metadata.create_all(engine)
+    return engine
+
+
+def _ours_once(work: Path, files: list[Path], open_index: Callable[[str], Engine]) -> float:
     from dicom_store.dimse import DimseServer
     from dicom_store.store import Store
-    from integration.database import open_index
 
     run = Path(tempfile.mkdtemp(dir=work))
     engine = open_index(f"sqlite:///{run / 'index.sqlite3'}")
@@ -144,14 +169,21 @@ def _dcmtk_once(work: Path, files: list[Path]) -> float:
 
 
 def measure_cstore(
-    work_dir: Path | None = None, *, size_mb: float = 61, instances: int = 8, repeats: int = 3
+    work_dir: Path | None = None,
+    *,
+    size_mb: float = 61,
+    instances: int = 8,
+    repeats: int = 3,
+    open_index: Callable[[str], Engine] | None = None,
 ) -> dict[str, Any]:
     """C-STORE MB/s of a multi-frame JPEG WSI series into our SCP and into dcmtk storescp.
 
     Runs alternate between the two receivers (so drifting machine load hits both alike); each
     receiver's MB/s is the median of ``repeats`` runs. Every run of ours uses a fresh store (the
-    duplicate policy would refuse a second copy), created before the clock starts.
+    duplicate policy would refuse a second copy) on a SQLite index made by ``open_index(url)``,
+    created before the clock starts.
     """
+    open_index = open_index or _sqlite_index
     for tool in (STORESCU, STORESCP):
         if not Path(tool).exists():
             raise FileNotFoundError(f"dcmtk's {tool} is needed (apt-get install dcmtk)")
@@ -161,7 +193,7 @@ def measure_cstore(
         total = sum(p.stat().st_size for p in files)
         ours, dcmtk = [], []
         for _ in range(repeats):
-            ours.append(_ours_once(work, files))
+            ours.append(_ours_once(work, files, open_index))
             dcmtk.append(_dcmtk_once(work, files))
         ours_mb_s = total / 1e6 / statistics.median(ours)
         dcmtk_mb_s = total / 1e6 / statistics.median(dcmtk)
