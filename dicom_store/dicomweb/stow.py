@@ -52,10 +52,12 @@ async def store(ctx: Context, request: Request, study: str | None = None) -> Res
         return _failure_response(
             415,
             CANNOT_UNDERSTAND,
-            f'Content-Type must be multipart/related; type="application/dicom", not {media or "missing"!r}',
+            'Content-Type must be multipart/related; type="application/dicom", not '
+            f"{request.headers.get('content-type') or 'missing'!r}",
         )
     length = request.headers.get("content-length")
     if length and length.isdigit() and int(length) > ctx.max_request_bytes:
+        ctx.metrics.stow_failures.labels(reason=f"{OUT_OF_RESOURCES:04X}").inc()
         return _failure_response(
             413, OUT_OF_RESOURCES, f"request of {length} bytes exceeds the limit of {ctx.max_request_bytes}"
         )
