@@ -475,3 +475,24 @@ def test_find_cancel(light_scp: DimseServer, sqlite_store: Store) -> None:
     )  # fmt: skip
     assert "Received Final Find Response (Cancel: MatchingTerminatedDueToCancelRequest)" in done.stderr
     assert done.stderr.count("Find Response:") < 150
+
+
+def test_concurrent_associations_into_one_new_study(scp: DimseServer, store: Store, tmp_path: Path) -> None:
+    """Several senders at once (one association each) into the same new study and series."""
+    study, series = pydicom.uid.generate_uid(ROOT), pydicom.uid.generate_uid(ROOT)
+    batches = []
+    for sender in range(4):
+        folder = tmp_path / f"sender{sender}"
+        folder.mkdir()
+        batch = [
+            secondary_capture(study_uid=study, series_uid=series, instance_number=sender * 10 + n, seed=n)
+            for n in range(3)
+        ]
+        batches.append([str(write(ds, folder / f"{ds.SOPInstanceUID}.dcm")) for ds in batch])
+    senders = [
+        subprocess.Popen([dcmtk("storescu"), *peer(scp), *files], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        for files in batches
+    ]
+    outputs = [sender.communicate(timeout=60)[0].decode() for sender in senders]
+    assert [sender.returncode for sender in senders] == [0, 0, 0, 0], outputs
+    assert len(store.instances(study, series)) == 12
