@@ -145,3 +145,19 @@ def test_rendered_tiled_sparse_places_frames_by_plane_position(engine, tmp_path)
         assert abs(image[40, 40] - pink).max() < 40  # first tile
         assert abs(image[100, 220] - pink).max() < 40  # second tile, bottom right
         assert (image[100, 40] == 255).all() and (image[30, 220] == 255).all()  # no tile there
+
+
+def test_long_frame_lists_are_streamed_in_batches(engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    slide, frames = wsi_level(frames=150, tile=16)
+    frames = [f + b"\x00" * (len(f) % 2) for f in frames]
+    with served_store(engine, tmp_path) as served:
+        served.store.store_dataset(slide)
+        url = (
+            f"{served.dicomweb}/studies/{slide.StudyInstanceUID}/series/{slide.SeriesInstanceUID}"
+            f"/instances/{slide.SOPInstanceUID}/frames/" + ",".join(str(n) for n in range(150, 0, -1))
+        )
+        response = httpx.get(url, headers={"Accept": OCTET_ANY})
+        assert response.status_code == 200
+        assert _parts(response) == frames[::-1]
+        decoded = httpx.get(url, headers={"Accept": 'multipart/related; type="application/octet-stream"'})
+        assert [len(p) for p in _parts(decoded)] == [16 * 16 * 3] * 150

@@ -13,18 +13,19 @@ import os
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import Any
 
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from dicom_store.dicomweb import multipart
 from dicom_store.dicomweb.asgi import Denied, denied_response, respond
 from dicom_store.dicomweb.context import Context, json_error
 from dicom_store.dicomweb.media import FrameAnswer, negotiate_frames
-from dicom_store.dicomweb.pixels import CannotDecode, PixelFormat, decode_frame, native_bytes
+from dicom_store.dicomweb.pixels import CannotDecode, PixelFormat, can_decode, decode_frame, native_bytes
 from dicom_store.errors import NotFound
 from dicom_store.store import FrameSource
 
@@ -34,6 +35,8 @@ FRAMES_PATH = re.compile(
 #: The metrics label of this route; TRIED marks a request the fast path declined (not tried again).
 TRIED = "marrowlink.frames_tried"
 ROUTE = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
+#: Frames per batch when a long frame list is streamed (bounds memory per request).
+STREAM_BATCH = 64
 _BOUNDARY_HEAD = b"--" + multipart.BOUNDARY.encode() + b"\r\nContent-Type: "
 _CLOSE = b"\r\n" + multipart.CLOSE
 
@@ -146,6 +149,8 @@ class FramesRoute:
         except ValueError:  # "1,,2": the slow route explains
             return 0
         total = frames.total
+        if len(numbers) > STREAM_BATCH:
+            return 0  # the slow route streams long lists in batches
         for number in numbers:
             if number < 1 or number > total:
                 return 0
@@ -201,6 +206,10 @@ async def frames(ctx: Context, request: Request, study: str, series: str, instan
             f"frames are stored as {source.transfer_syntax_uid}; accept that syntax (or transfer-syntax=*), or "
             "application/octet-stream for decoded pixels",
         )
+    if answer.decode and not can_decode(source.transfer_syntax_uid):
+        return json_error(406, f"no decoder here for {source.transfer_syntax_uid}; ask for the stored syntax")
+    if answer.multipart and len(numbers) > STREAM_BATCH:  # a long list: never the whole answer in memory
+        return _streamed(ctx, instance, numbers, answer.content_type, answer.decode)
     try:
         data = await run_in_threadpool(_frame_bytes, ctx, instance, numbers, answer.decode)
     except CannotDecode as exc:
@@ -211,6 +220,20 @@ async def frames(ctx: Context, request: Request, study: str, series: str, instan
     return Response(
         multipart.encode(data, answer.content_type), 200, media_type=multipart.content_type(answer.content_type)
     )
+
+
+def _streamed(ctx: Context, instance: str, numbers: list[int], content_type: str, decode: bool) -> StreamingResponse:
+    head = multipart.part_head(content_type)
+
+    async def stream() -> AsyncIterator[bytes]:
+        for start in range(0, len(numbers), STREAM_BATCH):
+            batch = numbers[start : start + STREAM_BATCH]
+            data = await run_in_threadpool(_frame_bytes, ctx, instance, batch, decode)
+            ctx.metrics.frames_served.inc(amount=len(batch))
+            yield b"".join(head + frame + b"\r\n" for frame in data)
+        yield multipart.CLOSE
+
+    return StreamingResponse(stream(), 200, media_type=multipart.content_type(content_type))
 
 
 def _frame_bytes(ctx: Context, instance: str, numbers: list[int], decode: bool) -> list[bytes]:
