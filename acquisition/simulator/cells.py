@@ -76,10 +76,11 @@ class CellSprite:
 
 def _nucleus_mask(
     plan: CellPlan, rng: np.random.Generator, shape: tuple[int, int], c: tuple[float, float], rn: float, angle: float
-) -> np.ndarray:
-    """Draw the nucleus outline for the plan's shape; returns a uint8 mask."""
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Draw the nucleus for the plan's shape: a uint8 mask, and for lobed nuclei the lobes' outlines."""
     m = np.zeros(shape, np.uint8)
     kind = plan.nucleus_shape
+    seams = np.zeros(shape, np.uint8) if kind in ("multilobed", "segmented", "bilobed") else None
     ca, sa = np.cos(angle), np.sin(angle)
 
     def along(t: float, bend: float, length: float) -> tuple[float, float]:
@@ -120,7 +121,11 @@ def _nucleus_mask(
                 centres.append((x + rng.normal(0, rn * 0.12), y + rng.normal(0, rn * 0.12)))
         for x, y in centres:
             r = lobe_r * rng.uniform(0.8, 1.15)
-            fill(m, outline(rng, (x, y), (r, r * rng.uniform(0.7, 1.0)), rng.uniform(0, np.pi), 0.06))
+            poly = outline(rng, (x, y), (r, r * rng.uniform(0.7, 1.0)), rng.uniform(0, np.pi), 0.06)
+            fill(m, poly)
+            if seams is not None:
+                # Each lobe's own membrane stays visible where lobes overlap (lobulation of megakaryocytes).
+                cv2.polylines(seams, [poly], True, 255, max(1, int(rn * 0.04)), cv2.LINE_AA, shift=2)
         if kind != "multilobed":
             thick = max(1, int(rn * 0.08))
             for (x1, y1), (x2, y2) in itertools.pairwise(centres):
@@ -153,7 +158,7 @@ def _nucleus_mask(
         cv2.line(
             m, (int(tip[0] * 4), int(tip[1] * 4)), (int(rim[0] * 4), int(rim[1] * 4)), 0, int(w), cv2.LINE_AA, shift=2
         )
-    return m
+    return m, seams
 
 
 def _chromatin(
@@ -213,7 +218,7 @@ def paint_cell(
     rn = r * plan.nucleus_rel
     shift = plan.nucleus_offset * max(r - rn, 0.0)
     nc = (c[0] + np.cos(ecc_a) * shift, c[1] + np.sin(ecc_a) * shift)
-    nuc = _nucleus_mask(plan, rng, shape, nc, rn, rng.uniform(0, 2 * np.pi))
+    nuc, seams = _nucleus_mask(plan, rng, shape, nc, rn, rng.uniform(0, 2 * np.pi))
     nuc = cv2.bitwise_and(nuc, body) if not plan.smudge else nuc
 
     layers: dict[str, np.ndarray] = {}
@@ -250,6 +255,8 @@ def paint_cell(
         add("smudge", _smudge(rng, nuc, s))
     else:
         namt = _chromatin(plan, rng, nuc, px_um, nc, rn) * fnuc
+        if seams is not None:
+            namt = namt + 0.35 * soft(cv2.bitwise_and(seams, nuc), 0.15 * s)
         if plan.nucleoli:
             nmask = np.zeros(shape, np.uint8)
             for _ in range(plan.nucleoli):

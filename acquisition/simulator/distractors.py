@@ -77,8 +77,14 @@ def paint_red_cell(cv: Canvas, rc: RedCell, stain: SlideStain, label: int) -> No
     edge = np.clip((1.0 - rho) * r / 1.2, 0.0, 1.0)
     # Biconcave disc: a flat body, a slightly thicker rim and a soft-edged pale centre.
     pale = 1.0 / (1.0 + np.exp((rho - 0.42) / 0.08))
-    thick = edge * (0.86 + 0.12 * rho**4 - rc.pallor * 0.85 * pale)
     amount = 0.9 + 0.2 * ((rc.seed >> 8) % 100) / 100.0
+    if rc.form == "spherocyte":  # small, dense, no pallor: a red cell that mimics a small dark nucleus
+        thick = edge * 1.0
+        amount *= 1.3
+    elif rc.form == "target":  # a stained centre inside the pale ring
+        thick = edge * (0.86 + 0.12 * rho**4 - 0.6 * pale + 0.55 * np.exp(-((rho / 0.2) ** 2)))
+    else:
+        thick = edge * (0.86 + 0.12 * rho**4 - rc.pallor * 0.85 * pale)
     od = (thick * amount)[:, :, None] * stain.od("rbc")[None, None, :]
     cv.add(od, rho < 1.0, x0, y0, label, cv.distractors)
 

@@ -43,6 +43,7 @@ class RedCell:
     pallor: float
     crenation: float
     seed: int
+    form: str = "disc"  # disc | target | spherocyte (poikilocytes seen in most marrows)
 
 
 @dataclass(frozen=True, slots=True)
@@ -237,6 +238,10 @@ class ObjectField:
         for i in range(n):
             r = comp.rbc_radius_um * float(np.clip(rng.normal(1.0, 0.09), 0.7, 1.35)) * (1.0 + 0.08 * (d < 0.2))
             cren = float(rng.uniform(0.04, 0.1)) if rng.random() < comp.crenated_fraction else 0.0
+            u = rng.random()
+            form = "target" if u < 0.03 else "spherocyte" if u < 0.06 else "disc"
+            if form == "spherocyte":
+                r *= 0.8
             c.red.append(
                 RedCell(
                     x + i * step * np.cos(a),
@@ -247,6 +252,7 @@ class ObjectField:
                     pallor * (0.5 if n > 1 else 1.0),
                     cren,
                     _s(rng),
+                    form,
                 )
             )
 
