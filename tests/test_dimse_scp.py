@@ -192,12 +192,19 @@ def test_bad_instances_get_failure_status_with_comment_and_nothing_is_written(
     monkeypatch.setattr(_config, "STORE_SEND_CHUNKED_DATASET", True)
     ae = AE("STORESCU")
     ae.add_requested_context(pydicom.uid.SecondaryCaptureImageStorage, pydicom.uid.ExplicitVRLittleEndian)
+    ae.add_requested_context(pydicom.uid.VLWholeSlideMicroscopyImageStorage, pydicom.uid.JPEGBaseline8Bit)
+    # A WSI cut short in its last frame: the data set ends inside the encapsulated Pixel Data.
+    truncated = tmp_path / "truncated.dcm"
+    truncated.write_bytes(write(wsi_level(frames=6)[0], tmp_path / "whole.dcm").read_bytes()[:-3000])
     assoc = ae.associate(*scp.address, ae_title=scp.ae_title)
     assert assoc.is_established
     answer = assoc.send_c_store(files.pop("no_uid"))
+    cut = assoc.send_c_store(truncated)
     assoc.release()
     assert answer.Status == 0xC000
     assert "SOPInstanceUID is missing" in answer.ErrorComment
+    assert cut.Status == 0xC000, cut
+    assert "truncated" in cut.ErrorComment
 
     for name, path in files.items():
         # -d prints the whole C-STORE-RSP command set, Error Comment included.
