@@ -134,6 +134,23 @@ class Store:
             raise InvalidInstance(f"dataset cannot be encoded: {exc}") from exc
         return self._ingest(temp)
 
+    def store_datasets(self, datasets: Sequence[Dataset]) -> list[StoredInstance]:
+        """Store several instances all or nothing: a failure removes what this call already stored.
+
+        For results that only make sense together (a scan's pyramid levels, an analysis run's SEG,
+        ANN and SR).
+        """
+        stored: list[StoredInstance] = []
+        try:
+            for ds in datasets:
+                stored.append(self.store_dataset(ds))
+        except BaseException:
+            for item in stored:
+                if item.outcome is not Outcome.KEPT_EXISTING:
+                    self.delete_instance(item.sop_instance_uid)
+            raise
+        return stored
+
     def _ingest(self, temp: Path) -> StoredInstance:
         try:
             parsed = self._parse(temp)

@@ -242,20 +242,6 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
     return objects
 
 
-def store_all(store: Store, datasets: list) -> list[str]:  # type: ignore[no-untyped-def]
-    """Store every object or none: a failure removes what this call already stored."""
-    stored: list[str] = []
-    try:
-        for ds in datasets:
-            store.store_dataset(ds)
-            stored.append(str(ds.SOPInstanceUID))
-    except BaseException:
-        for uid in stored:
-            store.delete_instance(uid)
-        raise
-    return stored
-
-
 @dataclass
 class AnalysisRun:
     study_instance_uid: str
@@ -282,7 +268,7 @@ def run_analysis(
     analysis = analyze_slide(store, study_instance_uid, models, progress=progress)
     algorithm = algorithm_info(models)
     objects = result_objects(store, analysis, algorithm, uid_root=uid_root)
-    stored = store_all(store, objects)
+    stored = [item.sop_instance_uid for item in store.store_datasets(objects)]
     header = analysis.slide.header()
     return AnalysisRun(
         study_instance_uid=study_instance_uid,

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from acquisition.metafer import ScanManifest
 from acquisition.wsi import Equipment, FovCapture, Patient, SlideContext, encode_slide
 from acquisition.wsi.tiles import decode_image
-from dicom_store import Store, StoreError
+from dicom_store import Store
 from integration.cases import Case, Slide, audit
 from integration.cases import Patient as PatientRow
 
@@ -161,15 +161,7 @@ def import_scan(
     manifest = read_metafer_export(folder)
     context = build_context(manifest, uid_root=uid_root, accession_number=accession_number, engine=engine)
     datasets = encode_manifest(manifest, context)
-    stored: list[str] = []
-    try:
-        for ds in datasets:
-            store.store_dataset(ds)
-            stored.append(str(ds.SOPInstanceUID))
-    except StoreError:
-        for uid in stored:
-            store.delete_instance(uid)
-        raise
+    stored = [item.sop_instance_uid for item in store.store_datasets(datasets)]
     if engine is not None:
         with Session(engine) as session, session.begin():
             audit(
