@@ -503,3 +503,15 @@ def test_concurrent_associations_into_one_new_study(scp: DimseServer, store: Sto
     outputs = [sender.communicate(timeout=60)[0].decode() for sender in senders]
     assert [sender.returncode for sender in senders] == [0, 0, 0, 0], outputs
     assert len(store.instances(study, series)) == 12
+
+
+def test_oversize_instance_is_refused_with_out_of_resources(tmp_path: Path) -> None:
+    with sqlite_store_in(tmp_path) as store:
+        store.max_instance_bytes = 100_000
+        wsi, _ = wsi_level(frames=20)
+        with running(store) as server:
+            done = run_tool("storescu", "-d", "-R", "-xy", *peer(server), str(write(wsi, tmp_path / "w.dcm")), ok=False)
+        assert re.search(r"DIMSE Status\s*: 0xa700", done.stderr, re.I), done.stderr[-2000:]
+        assert "exceeds the limit" in _error_comment(done.stderr)
+        assert index_count(store) == 0
+        assert blob_files(store) == []
