@@ -335,6 +335,13 @@ def test_find_study_series_image_levels_in_both_models(scp: DimseServer, tmp_pat
     assert _find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=acc*") == []
     assert len(_find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=ACC*")) == 3
 
+    # A key the SCP cannot match on matches universally, and the pending status says so (0xFF01).
+    done = run_tool(
+        "findscu", "-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "AccessionNumber=ACC1",
+        "-k", "PatientAge=030Y", "-aet", "FINDSCU", *peer(scp),
+    )  # fmt: skip
+    assert re.search(r"DIMSE Status\s*: 0xff01", done.stderr, re.I), done.stderr[-2000:]
+
     # No match: only the final Success.
     assert _find(scp, "-S", "QueryRetrieveLevel=STUDY", "AccessionNumber=NOPE") == []
 
