@@ -173,7 +173,7 @@ def _artefact_overlays(cv: Canvas, ctx: FovContext) -> None:
 
 def _relabel(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Consecutive ids 1..K for the labels present; returns the new map and the old id of each new one."""
-    present = np.unique(labels)
+    present = np.flatnonzero(np.bincount(labels.ravel()))
     present = present[present > 0]
     lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.int32)
     lut[present] = np.arange(1, len(present) + 1, dtype=np.int32)
