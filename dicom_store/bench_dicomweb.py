@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -29,6 +30,7 @@ import numpy as np
 
 from dicom_store.dicomweb.loadtest import (
     ACCEPT,
+    BENCH_TOKEN,
     ORTHANC,
     OrthancPeer,
     ServerUnderTest,
@@ -292,6 +294,65 @@ def _first_frame(path: Path) -> bytes:
         os.close(fd)
 
 
+def bench_stow(folder: Path, *, frames: int = 4720, copies: int = 4, orthanc: bool = True) -> dict[str, Any]:
+    """STOW-RS MB/s: ``copies`` WSI levels (distinct UIDs) in one multipart request, ours and Orthanc's."""
+    data = folder / "stow-data"
+    (data / "blobs").mkdir(parents=True)
+    index_engine(f"sqlite:///{data}/index.sqlite3").dispose()
+    parts = []
+    for copy in range(copies):
+        path = data / f"level{copy}.dcm"
+        make_wsi(path, frames, seed=copy)
+        parts.append(path.read_bytes())
+        path.unlink()
+    boundary = "bench-stow-boundary-7f3a"
+    body = b"".join(
+        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n" for part in parts
+    )
+    body += b"--" + boundary.encode() + b"--\r\n"
+    headers = {
+        "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+        "Authorization": f"Bearer {BENCH_TOKEN}",
+    }
+    megabytes = len(body) / 1e6
+    result: dict[str, Any] = {"request_mb": round(megabytes, 1), "instances": copies}
+
+    body_path = data / "stow-body.bin"
+    body_path.write_bytes(body)
+    del body, parts
+
+    def post(url: str) -> float:
+        """curl as the client: a Python client is slower than either server (measured: httpx ~35 MB/s)."""
+        command = ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code}", "-X", "POST", url, "-H", "Expect:"]
+        for name, value in headers.items():
+            command += ["-H", f"{name}: {value}"]
+        command += ["--data-binary", f"@{body_path}"]
+        start = time.perf_counter()
+        status = subprocess.run(command, capture_output=True, text=True, timeout=600, check=True).stdout.strip()
+        elapsed = time.perf_counter() - start
+        if status != "200":
+            raise AssertionError(f"STOW to {url} answered {status}")
+        return elapsed
+
+    server = ServerUnderTest(data, "api")
+    try:
+        elapsed = post(f"{server.url}/studies")
+        result["marrowlink"] = {"mb_per_s": round(megabytes / elapsed, 1), "seconds": round(elapsed, 2)}
+    finally:
+        server.stop()
+    if orthanc and Path(ORTHANC).exists():
+        peer_folder = folder / "stow-orthanc"
+        peer_folder.mkdir()
+        peer = OrthancPeer(peer_folder)
+        try:
+            elapsed = post(f"{peer.url}/dicom-web/studies")
+            result["orthanc_dicomweb"] = {"mb_per_s": round(megabytes / elapsed, 1), "seconds": round(elapsed, 2)}
+        finally:
+            peer.stop()
+        result["ratio_vs_orthanc"] = round(result["marrowlink"]["mb_per_s"] / result["orthanc_dicomweb"]["mb_per_s"], 2)
+    return result
+
+
 def bench_qido(folder: Path, sizes: tuple[int, ...] = (10_000, 100_000), repeats: int = 100) -> dict[str, Any]:
     """p50/p99 of typical QIDO searches with ``sizes`` instances indexed (sequential client, keep-alive)."""
     results: dict[str, Any] = {}
@@ -347,6 +408,7 @@ def run(
     qido_sizes: tuple[int, ...] = (10_000, 100_000),
     orthanc: bool = True,
     stack: str = "api",
+    stow: bool = True,
 ) -> dict[str, Any]:
     """Everything, in one run on this machine; absolute numbers are noisy, ratios are the point."""
     folder = Path(tempfile.mkdtemp(prefix="bench-dicomweb-", dir=workdir))
@@ -362,6 +424,7 @@ def run(
                 stack=stack,
                 rounds=rounds,
             ),
+            "stow": bench_stow(folder, frames=frames, orthanc=orthanc) if stow else {},
             "qido": bench_qido(folder, qido_sizes) if qido_sizes else {},
         }
     finally:
@@ -376,6 +439,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--connections", type=int, default=8)
     parser.add_argument("--qido", default="10000,100000", help="index sizes, comma-separated; empty to skip")
     parser.add_argument("--no-orthanc", action="store_true")
+    parser.add_argument("--no-stow", action="store_true")
     parser.add_argument("--stack", choices=["api", "dicomweb"], default="api")
     parser.add_argument("--json", action="store_true", help="print JSON (default: indented JSON anyway)")
     args = parser.parse_args(argv)
@@ -388,6 +452,7 @@ def main(argv: list[str] | None = None) -> None:
         qido_sizes=sizes,
         orthanc=not args.no_orthanc,
         stack=args.stack,
+        stow=not args.no_stow,
     )
     print(json.dumps(result, indent=None if args.json else 2))
 

@@ -23,6 +23,8 @@ import httpx
 ACCEPT = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 ORTHANC = "/usr/sbin/Orthanc"
 ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+#: Write access to the server under test (STOW); it listens on 127.0.0.1 only, for the run's length.
+BENCH_TOKEN = "bench-token-local-only"
 
 
 def _free_port() -> int:
@@ -82,7 +84,8 @@ def _serve(data: str, port: int, stack: str) -> None:
     elif stack == "api":
         from api import ApiConfig, create_app  # the full HTTP stack a user gets (gateway, metrics, auth)
 
-        app = create_app(store, ApiConfig(dicomweb_public_read=True))
+        tokens = [{"token": BENCH_TOKEN, "user": "bench", "roles": ["integrator"]}]
+        app = create_app(store, ApiConfig(dicomweb_public_read=True, tokens=tokens, max_request_bytes=8 << 30))
     else:
         from dicom_store.dicomweb import allow_all, dicomweb_app
 
