@@ -178,3 +178,21 @@ def test_forward_to_a_peer(store: Store, destination: StoreScp, study: dict) -> 
     _same_files(study, destination.received())
     with pytest.raises(ForwardError):
         forward(store, uids[:1], ("127.0.0.1", free_port(), "NOBODY"), timeout=5)
+
+
+def test_get_decompresses_for_a_peer_that_takes_only_native(scp: DimseServer, study: dict, tmp_path: Path) -> None:
+    """getscu without +xy proposes only native syntaxes: the JPEG WSI is decoded for that one transfer."""
+    out = tmp_path / "native"
+    out.mkdir()
+    wsi = study["wsi"]
+    done = run_tool(
+        "getscu", "-v", "-S", "-od", str(out), "-k", "QueryRetrieveLevel=IMAGE",
+        "-k", f"StudyInstanceUID={wsi.StudyInstanceUID}", "-k", f"SeriesInstanceUID={wsi.SeriesInstanceUID}",
+        "-k", f"SOPInstanceUID={wsi.SOPInstanceUID}", *peer(scp),
+    )  # fmt: skip
+    assert "Received C-GET Response (Success)" in done.stderr, done.stderr[-2000:]
+    (got,) = [pydicom.dcmread(p) for p in out.iterdir()]
+    assert got.file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
+    assert got.pixel_array.shape == (9, 256, 256, 3)
+    # The archived copy is untouched.
+    assert scp.store.instance(wsi.SOPInstanceUID).transfer_syntax_uid == pydicom.uid.JPEGBaseline8Bit
