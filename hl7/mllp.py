@@ -90,7 +90,8 @@ class MllpServer:
         port: int = 2575,
         *,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
-        idle_timeout: float = 60.0,
+        idle_timeout: float = 3600.0,
+        frame_timeout: float = 30.0,
         facility: str = "",
         workers: int = 4,
     ) -> None:
@@ -98,7 +99,10 @@ class MllpServer:
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
+        # A LIS may keep an idle connection open for hours (that is fine); a frame that has started
+        # and does not end within frame_timeout is a broken sender, and its connection is closed.
         self.idle_timeout = idle_timeout
+        self.frame_timeout = frame_timeout
         self._executor = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mllp")
         self._server: asyncio.Server | None = None
         self._connections: set[asyncio.Task] = set()
@@ -140,10 +144,11 @@ class MllpServer:
         try:
             while True:
                 try:
-                    data = await asyncio.wait_for(reader.read(65536), self.idle_timeout)
+                    timeout = self.frame_timeout if decoder.partial else self.idle_timeout
+                    data = await asyncio.wait_for(reader.read(65536), timeout)
                 except TimeoutError:
                     if decoder.partial:
-                        log.warning("MLLP %s: frame without end, closing after %.0f s", peer, self.idle_timeout)
+                        log.warning("MLLP %s: frame without end, closing after %.0f s", peer, self.frame_timeout)
                     break
                 if not data:
                     break

@@ -47,13 +47,20 @@ async def start_mllp(
     engine: Engine,
     *,
     policy: RetryPolicy | None = None,
-    idle_timeout: float = 60.0,
+    idle_timeout: float = 3600.0,
+    frame_timeout: float = 30.0,
     max_message_bytes: int | None = None,
 ) -> MllpRuntime:
     """Start the listener on settings.mllp_host:mllp_port and the outbox dispatcher; call inside a loop."""
     kwargs = {"max_message_bytes": max_message_bytes} if max_message_bytes else {}
     server = MllpServer(
-        engine, CaseOrderHandler(), settings.mllp_host, settings.mllp_port, idle_timeout=idle_timeout, **kwargs
+        engine,
+        CaseOrderHandler(),
+        settings.mllp_host,
+        settings.mllp_port,
+        idle_timeout=idle_timeout,
+        frame_timeout=frame_timeout,
+        **kwargs,
     )
     await server.start()
     dispatcher = OutboxDispatcher(engine, policy)

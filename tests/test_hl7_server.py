@@ -155,7 +155,7 @@ def test_split_reads_and_several_frames_per_read(sqlite_engine) -> None:  # type
 
 
 def test_garbage_endless_frame_and_huge_message_do_not_stop_the_server(sqlite_engine) -> None:  # type: ignore[no-untyped-def]
-    with running(sqlite_engine, idle_timeout=0.5, max_message_bytes=1024 * 1024) as server:
+    with running(sqlite_engine, frame_timeout=0.5, max_message_bytes=1024 * 1024) as server:
         with connect(server) as sock:  # garbage, then a good frame on the same connection
             sock.sendall(bytes(range(256)).replace(b"\x0b", b"") * 10)
             assert read_ack(exchange(sock, order("G1", "ACC-G1"))).code == "AA"
@@ -184,7 +184,7 @@ def test_garbage_endless_frame_and_huge_message_do_not_stop_the_server(sqlite_en
             assert (reply.code, reply.control_id) == ("AR", "H1") and "limit" in reply.error_text
         endless.settimeout(5)
         started = time.monotonic()
-        assert endless.recv(100) == b""  # closed by the idle time-out, nothing answered
+        assert endless.recv(100) == b""  # closed by the frame time-out, nothing answered
         assert time.monotonic() - started < 3
         endless.close()
         huge.close()
