@@ -311,3 +311,21 @@ def test_loinc_codes_used_are_pinned() -> None:
     assert PERCENT_LOINC == {"BAS": "11105-4", "EOS": "11106-2", "LYT": "11108-8", "NGS": "56960-8"}
     blood_codes = {"26446-5", "35058-7", "24104-2", "13047-6", "11150-0", "11118-7", "11120-3"}
     assert not blood_codes & set(VERIFIED_LOINC)
+
+
+def test_minimal_case_and_empty_differential_still_validate() -> None:
+    case = OruCase(
+        patient=Patient(ids=(PatientId("P|1^x"),), name=PersonName("O'Brien & Co", "Mary~Jane")),
+        placer_order_number="",
+        filler_order_number="FL9",
+        accession_number="",
+    )
+    d = DifferentialResult({}, "alg", "1", datetime(2026, 1, 1, tzinfo=UTC), comment="line one\nline | two")
+    message = build_oru(case, d, ResultStatus.CORRECTED)
+    assert message.validate()
+    text = message.to_er7()
+    assert "PID|1||P\\F\\1\\S\\x||O'Brien \\T\\ Co^Mary\\R\\Jane" in text
+    assert "NTE|2|L|line one line \\F\\ two" in text
+    obx = _obx(text)
+    assert obx["ML-BLA-P"][5] == "0.0" and "11138-5" not in obx  # no erythroid cells: no M:E ratio
+    assert hl7apy_parse(text, validation_level=VALIDATION_LEVEL.STRICT).validate()
