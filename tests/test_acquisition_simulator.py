@@ -183,6 +183,15 @@ def test_profiles_change_class_frequencies() -> None:
         simulate_slide(1, "leukaemia")
 
 
+def test_class_weights_override_and_scan_area_in_mm() -> None:
+    only = simulate_slide(21, "normal", scan_area_mm=(1.4, 0.9), class_weights_override={"HAC": 1.0})
+    assert only.scan_area_um == simulate_slide(21, scan_area_um=SMALL).scan_area_um
+    codes = {cell.code for by in range(18) for bx in range(28) for cell in only.objects.cell_block(bx, by)}
+    assert codes == {"HAC"}
+    with pytest.raises(ValueError, match="unknown class codes"):
+        simulate_slide(1, class_weights_override={"XYZ": 1.0})
+
+
 def test_every_class_can_be_painted() -> None:
     """Each recipe draws a cell with a nucleus-coloured mask of sensible size."""
     from acquisition.simulator.cells import paint_cell

@@ -59,6 +59,11 @@ class Fov:
     distractor_mask: np.ndarray
     distractors: list[DistractorRecord]
 
+    @property
+    def focus(self) -> float:
+        """Stage z of the capture (µm), as the manifest's `focus_um`."""
+        return self.focus_um
+
 
 @dataclass(frozen=True)
 class FovContext:

@@ -71,13 +71,19 @@ def simulate_slide(
     profile: str = "normal",
     *,
     scan_area_um: tuple[float, float] = DEFAULT_SCAN_AREA_UM,
+    scan_area_mm: tuple[float, float] | None = None,
     class_weights_override: Mapping[str, float] | None = None,
 ) -> VirtualSlide:
     """Generate the slide for `seed`; the scan area is snapped down to whole grid tiles.
 
+    `scan_area_mm`, if given, overrides `scan_area_um` (the same area in mm).
     `class_weights_override` replaces the profile's class frequencies (any subset of class codes;
     missing classes get 0) while keeping the profile's cellularity.
     """
+    if scan_area_mm is not None:
+        scan_area_um = (scan_area_mm[0] * 1000.0, scan_area_mm[1] * 1000.0)
+    if min(scan_area_um) <= 0:
+        raise ValueError(f"scan area must be positive, got {scan_area_um} µm")
     weights = dict(class_weights(profile))
     if class_weights_override is not None:
         unknown = set(class_weights_override) - set(CLASS_CODES)
