@@ -230,7 +230,7 @@ def wrk_frames(
 ) -> dict[str, float]:
     """Random frame numbers (``first`` is 1 for DICOMweb, 0 for Orthanc's REST) over keep-alive connections.
 
-    With ``server_pid``, also the server's CPU time per request: unlike frames/s, it hardly moves when
+    With ``server_pid``, also the server's CPU time per request: it moves less than frames/s when
     other jobs share the machine, so it compares servers fairly on a busy host.
     """
     wrk = shutil.which("wrk")
