@@ -11,6 +11,7 @@ Label conventions (the `ai` package and the seg data set rely on them):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import cv2
 import numpy as np
@@ -120,6 +121,7 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
     rng = np.random.default_rng([ctx.seed, 7, round(x_um * 10), round(y_um * 10)])
     defocus = float(abs(rng.normal(0.0, 0.3)) + (rng.uniform(0.6, 1.4) if rng.random() < 0.06 else 0.0))
     illum = vignette((FOV_HEIGHT_PX, FOV_WIDTH_PX), ctx.vignette_strength, tuple(rng.uniform(0.4, 0.6, 2)))
+    illum *= sensor_dust()
     image = expose(cv.od, ctx.stain, rng, blur_sigma_px=1.1 + 2.6 * defocus, illumination=illum)
 
     instance, cells = _cell_records(cv.cells, codes, centres, full)
@@ -135,6 +137,22 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
         distractor_mask=distractor,
         distractors=distractors,
     )
+
+
+@lru_cache(maxsize=1)
+def sensor_dust() -> np.ndarray:
+    """Faint out-of-focus dust on the camera window: the same soft rings in every FOV of the scanner,
+    which a detector must learn to ignore (they do not move with the slide)."""
+    rng = np.random.default_rng(0xD057)
+    dust = np.ones((FOV_HEIGHT_PX, FOV_WIDTH_PX), np.float32)
+    yy, xx = np.ogrid[0:FOV_HEIGHT_PX, 0:FOV_WIDTH_PX]
+    for _ in range(5):
+        cx, cy = rng.uniform(0, FOV_WIDTH_PX), rng.uniform(0, FOV_HEIGHT_PX)
+        r, depth = rng.uniform(15, 45), rng.uniform(0.02, 0.05)
+        d = np.hypot(xx - cx, yy - cy, dtype=np.float32) / np.float32(r)
+        dust *= 1.0 - depth * (np.exp(-((d - 0.8) ** 2) / 0.08) + 0.4 * np.exp(-(d**2) / 0.3)).astype(np.float32)
+    dust.setflags(write=False)
+    return dust
 
 
 def _plasma(cv: Canvas, ctx: FovContext) -> None:
