@@ -37,5 +37,37 @@ def bench_wsi(
     _emit(run_bench(fovs=fovs, seed=seed, peers=peers), as_json)
 
 
+@bench.command("store")
+def bench_store(
+    as_json: JsonOption = False,
+    seconds: Annotated[float, typer.Option(help="Seconds per frames load round.")] = 4.0,
+    rounds: Annotated[int, typer.Option(help="Frames load rounds (median reported).")] = 3,
+    qido_sizes: Annotated[str, typer.Option(help="Index sizes for QIDO latency, comma-separated.")] = "10000,100000",
+    orthanc: Annotated[bool, typer.Option(help="Measure Orthanc on the same data in the same run.")] = True,
+    cstore: Annotated[bool, typer.Option(help="Also measure C-STORE MB/s beside dcmtk storescp.")] = True,
+) -> None:
+    """WADO-RS frames/s and p50/p99, QIDO p50 at 10k/100k, STOW and C-STORE MB/s, beside Orthanc and dcmtk."""
+    from dicom_store import bench_dicomweb
+    from integration.database import open_index
+
+    sizes = tuple(int(v) for v in qido_sizes.split(",") if v.strip())
+    result: dict = {"dicomweb": bench_dicomweb.run(seconds=seconds, rounds=rounds, qido_sizes=sizes, orthanc=orthanc)}
+    if cstore:
+        from dicom_store.bench_dimse import measure_cstore
+
+        result["cstore"] = measure_cstore(open_index=open_index)
+    _emit(result, as_json)
+
+
+def _register_peers() -> None:
+    """The ai and hl7 benchmarks live with their packages' commands; they are offered here too."""
+    from integration.commands.ai import bench_ai_command
+    from integration.commands.hl7 import bench_mllp
+
+    bench.command("ai")(bench_ai_command)
+    bench.command("mllp")(bench_mllp)
+
+
 def register(app: typer.Typer) -> None:
+    _register_peers()
     app.add_typer(bench, name="bench")
