@@ -295,7 +295,9 @@ def paint_cell(
         rim = np.clip(fbody - soft(cv2.erode(body, np.ones((3, 3), np.uint8), iterations=int(1.5 * s)), 1), 0, 1)
         pm = dots(rng, shape, rim * 2, int(rng.integers(6, 18)), (0.4 * s, 0.8 * s))
         add("platelet", soft(pm, 0.2 * s))
-    colours = np.stack([stain.od(n) for n in layers]) * np.float32(plan.fade)
+    # Cell-to-cell staining differences (thickness, dye uptake): within-class variation a classifier must absorb.
+    jitter = np.float32(rng.uniform(0.88, 1.12)) * (1.0 + rng.normal(0.0, 0.035, 3)).astype(np.float32)
+    colours = np.stack([stain.od(n) for n in layers]) * np.float32(plan.fade) * jitter
     od = (np.stack(list(layers.values()), axis=-1) @ colours).astype(np.float32)
     mask = (fbody > 0.5) | (fnuc > 0.5)
     return CellSprite(od, mask, x0, y0)
