@@ -95,9 +95,12 @@ def bench_aoi(grid: tuple[int, int] = (24, 32), tile: tuple[int, int] = (374, 51
             "weights": src}  # fmt: skip
 
 
-def run_bench(n_fovs: int = 10, paper_fovs: int = 2) -> dict:
-    fovs = fovs_for_bench(max(n_fovs, paper_fovs))
+def run_bench(n_fovs: int = 10, paper_fovs: int = 2, fovs: list[np.ndarray] | None = None, source: str = "") -> dict:
+    """`fovs`: 40x FOVs to time on (the CLI passes simulator FOVs); blob images otherwise."""
+    if fovs is None:
+        fovs, source = fovs_for_bench(max(n_fovs, paper_fovs)), "synthetic blobs"
     out = {
+        "fov_source": source,
         "compact": bench_pipeline("compact", "compact", fovs[:n_fovs]),
         "paper": bench_pipeline("unet16", "xception", fovs[:paper_fovs]),
         "aoi": bench_aoi(),

@@ -111,7 +111,7 @@ class SegmentationSet:
     kept only for the validation FOVs (cell-level metrics are computed at full resolution)."""
 
     images: list[np.ndarray]  # uint8 RGB at working scale
-    targets: list[np.ndarray]  # uint8 (h, w, 2): foreground, centre at working scale
+    targets: list[np.ndarray]  # uint8 (h, w, 2): foreground, centre at working scale, 0..255 = 0..1
     seeds: np.ndarray
     files: list[str]
     manifest: dict
@@ -132,7 +132,8 @@ def load_seg(data_dir: Path, scale: float) -> SegmentationSet:
         size = (round(w * scale), round(h * scale))
         small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         small_ids = cv2.resize(ids, size, interpolation=cv2.INTER_NEAREST)
-        target = np.stack([(small_ids > 0).astype(np.uint8), centre_targets(small_ids)], axis=-1)
+        centre = np.round(255 * centre_targets(small_ids)).astype(np.uint8)
+        target = np.stack([255 * (small_ids > 0).astype(np.uint8), centre], axis=-1)
         return small, target
 
     pairs = _parallel(load, files)

@@ -33,8 +33,8 @@ def test_distance_watershed_splits_touching_discs_and_drops_specks():
 
 def test_centre_channel_seeds_the_split():
     fg, truth = _two_touching_discs_and_a_speck()
-    centre = centre_targets(truth).astype(np.float32)
-    assert centre[50, 45] == 1 and centre[50, 62] == 0  # the cores are apart where the discs touch
+    centre = centre_targets(truth)
+    assert centre[50, 45] > 0.5 and centre[50, 62] < 0.5  # the cores are apart where the discs touch
     labels = instances_from_maps(fg, centre, min_area=100)
     assert labels.max() == 2
 

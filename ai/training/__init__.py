@@ -36,6 +36,7 @@ class TrainOptions:
     verbose: int | None = None
     seg_scale: float = 0.25  # working resolution relative to the 40x FOV
     threads: int | None = None
+    init_from: str | None = None  # a model folder of the same arch: fine-tune from its weights
 
 
 def _configure_threads(threads: int | None) -> None:
@@ -48,6 +49,15 @@ def _configure_threads(threads: int | None) -> None:
             tf.config.threading.set_inter_op_parallelism_threads(n)
         except RuntimeError:  # already initialised in this process
             pass
+
+
+def _init_weights(model, opts: TrainOptions) -> None:
+    """Start from a trained model of the same architecture (fine-tuning on new data)."""
+    if opts.init_from:
+        from ai.models import ModelCard
+
+        folder = Path(opts.init_from)
+        model.load_weights(str(folder / ModelCard.load(folder).weights_file))
 
 
 def _callbacks(out_dir: Path, patience: int, monitor: str, mode: str):
@@ -128,6 +138,7 @@ def _train_labelled(kind: str, data_dir: Path, arch: str, out: Path, opts: Train
     n_classes = len(data.classes)
     params = {"n_classes": n_classes, "input_size": opts.input_size, **(opts.arch_params or {})}
     model = build(kind, arch, weights=opts.weights, **params)
+    _init_weights(model, opts)
     model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate), loss="categorical_crossentropy",
                   metrics=["accuracy"])  # fmt: skip
     steps = opts.steps_per_epoch or max(1, len(tr.labels) // opts.batch_size)
@@ -178,7 +189,7 @@ def _training_info(data_dir: Path, manifest: dict, opts: TrainOptions, n_train: 
         "epochs": opts.epochs,
         "batch_size": opts.batch_size,
         "learning_rate": opts.learning_rate,
-        "weights_init": opts.weights or "random",
+        "weights_init": opts.init_from or opts.weights or "random",
         "augmentation": "flips, 90° rotations, scale ±12-15%, OD stain mixing, HSV, brightness/contrast/"
         "white balance, gamma, Gaussian blur, noise, JPEG q40-95",
         **extra,

@@ -17,7 +17,7 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     from ai.data import load_seg, read_ids, split_by_seed
     from ai.evaluation import select_seg_thresholds
     from ai.inference import CellSegmenter, predict_maps
-    from ai.training import _finish, _training_info
+    from ai.training import _finish, _init_weights, _training_info
     from ai.training.losses import foreground_recall, segmentation_loss
     from ai.training.sequences import SegmentationCrops
 
@@ -27,6 +27,7 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
         val_idx = train_idx[-1:]
     params = {**(opts.arch_params or {})}
     model = build("seg", arch, weights=opts.weights, **params)
+    _init_weights(model, opts)
     model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate), loss=segmentation_loss,
                   metrics=[foreground_recall])  # fmt: skip
     steps = opts.steps_per_epoch or max(1, 4 * len(train_idx) // opts.batch_size)

@@ -91,7 +91,7 @@ class SegmentationCrops(keras.utils.Sequence):
                 image = augment.photometric(self.rng, image)
             xs.append(image)
             ys.append(target)
-        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32)
+        return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32) / 255.0
 
     def _crop(self, image, target):
         c = self.crop

@@ -55,6 +55,7 @@ def train_command(
     weights: Annotated[str | None, typer.Option(help="'imagenet' to start from ImageNet where downloadable.")] = None,
     width: Annotated[int | None, typer.Option(help="Width of the compact architectures.")] = None,
     threads: Annotated[int | None, typer.Option(help="TensorFlow threads (default: all cores).")] = None,
+    init: Annotated[Path | None, typer.Option(help="Fine-tune from this model folder (same arch).")] = None,
 ) -> None:
     """Train a network on a simulator dataset and write a model folder with its model card."""
     from ai.models import ModelError
@@ -65,6 +66,7 @@ def train_command(
             kind.value, data, arch, epochs, out, batch_size=batch_size, steps_per_epoch=steps_per_epoch,
             input_size=input_size, learning_rate=learning_rate, patience=patience, weights=weights,
             arch_params={"width": width} if width else None, threads=threads,
+            init_from=str(init) if init else None,
         )  # fmt: skip
     except (FileNotFoundError, ValueError, ModelError) as exc:
         _fail(str(exc))
@@ -129,13 +131,14 @@ def evaluate_command(
     plots: Annotated[Path | None, typer.Option(help="Write confusion-matrix / reliability PNGs here.")] = None,
     data: Annotated[Path | None, typer.Option(help="Use this existing dataset folder instead of generating.")] = None,
     top_n: Annotated[int, typer.Option(help="AOI: positions per overview.")] = 50,
+    fovs_per_seed: Annotated[int, typer.Option(help="seg/cls: FOVs generated per slide seed.")] = 2,
 ) -> None:
     """Evaluate a model on freshly simulated held-out data (seeds training never used)."""
     from ai.models import ModelError
 
     seed_list = _seeds(seeds)
     with tempfile.TemporaryDirectory(prefix="marrowlink-eval-") as tmp:
-        folder = data or _make_dataset(kind.value, Path(tmp) / kind.value, seed_list, profile)
+        folder = data or _make_dataset(kind.value, Path(tmp) / kind.value, seed_list, profile, fovs_per_seed)
         try:
             result = _evaluate(kind.value, folder, model, top_n)
         except ModelError as exc:
@@ -153,16 +156,15 @@ def _brief_nested(result: dict) -> dict:
     return {k: (_brief(v) if isinstance(v, dict) else v) for k, v in result.items() if k != "confusion_matrix"}
 
 
-def _make_dataset(kind: str, out: Path, seeds: list[int], profile: str | None) -> Path:
+def _make_dataset(kind: str, out: Path, seeds: list[int], profile: str | None, fovs_per_seed: int) -> Path:
+    """Held-out data from the virtual Metafer, exactly as `marrowlink make-dataset` writes it."""
+    from acquisition import make_dataset
+
+    typer.echo(f"generating {kind} data for {len(seeds)} seeds ...", err=True)
     try:
-        import acquisition
-    except ImportError as exc:  # pragma: no cover - the simulator ships with marrowlink
-        _fail(f"the virtual Metafer (acquisition) is needed to generate held-out data: {exc}")
-    make = getattr(acquisition, "make_dataset", None)
-    if make is None:
-        _fail("acquisition.make_dataset is not available; pass --data DIR with a `make-dataset` folder")
-    kwargs = {"profiles": [profile]} if profile else {}
-    make(kind, out, seeds, **kwargs)
+        make_dataset(kind, out, seeds, profiles=[profile] if profile else None, fovs_per_seed=fovs_per_seed)
+    except ValueError as exc:
+        _fail(str(exc))
     return out
 
 
@@ -208,8 +210,23 @@ def bench_ai_command(
     """Inference speed: FOVs/s for seg+cls (compact and paper archs), AOI s per overview, peak memory."""
     from ai.bench import run_bench
 
-    result = run_bench(fovs, paper_fovs)
+    images, source = _simulated_fovs(max(fovs, paper_fovs))
+    result = run_bench(fovs, paper_fovs, images, source)
     typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+def _simulated_fovs(n: int):
+    """Optimal-quality 40x FOVs of a virtual slide (rendered before timing starts); None without it."""
+    try:
+        from acquisition.simulator import simulate_slide
+    except ImportError:
+        return None, ""
+    slide = simulate_slide(7, "normal")
+    tiles = [t for t in slide.grid_tiles() if t.label in ("optimal", "acceptable")][:n]
+    images = [slide.render_fov(t.x_um, t.y_um).image for t in tiles]
+    while len(images) < n:
+        images.append(images[len(images) % len(tiles)])
+    return images, f"virtual Metafer seed 7 (normal), {len(tiles)} optimal/acceptable FOVs"
 
 
 def register(app: typer.Typer) -> None:
