@@ -37,6 +37,25 @@ class BlobStore:
         self.root = Path(root)
         self.tmp = self.root / "tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
+        self.sweep_temp()
+
+    def sweep_temp(self, older_than_s: float = 3600.0) -> int:
+        """Remove temp files a crashed writer left behind (never indexed, so never acknowledged).
+
+        Only old ones: another process (``serve`` beside a CLI command) may be writing a young one.
+        """
+        import time
+
+        cutoff = time.time() - older_than_s
+        removed = 0
+        for path in self.tmp.glob("*.part"):
+            try:
+                if path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        return removed
 
     def new_relative_path(self, sop_instance_uid: str) -> str:
         """A fresh name for this UID; the hash spreads files over folders and keeps names safe."""

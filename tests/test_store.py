@@ -201,3 +201,20 @@ def test_delete_instance_removes_rows_and_blob(store: Store, engine) -> None:
     assert not store.series_exists(first.SeriesInstanceUID)
     assert _blob_files(store) == []
     store.delete_instance(second.SOPInstanceUID)  # already gone: nothing to do
+
+
+def test_old_temp_files_of_a_crashed_writer_are_swept(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from dicom_store.blobs import BlobStore
+
+    blobs = BlobStore(tmp_path / "blobs")
+    old, young = blobs.temp_file(), blobs.temp_file()
+    old.write_bytes(b"half an instance")
+    young.write_bytes(b"being written right now")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    BlobStore(tmp_path / "blobs")  # the next start
+    assert not old.exists()
+    assert young.exists()
