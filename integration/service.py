@@ -55,7 +55,24 @@ def build_dimse(components: Components):  # type: ignore[no-untyped-def]
         port=settings.dicom_port,
         allowed_aes=list(settings.allowed_aes),
         remote_aes={r.ae_title: (r.host, r.port) for r in settings.remote_aes},
+        ssl_context=dimse_tls(settings),
     )
+
+
+def dimse_tls(settings: Settings):  # type: ignore[no-untyped-def]
+    """The SCP's TLS context from the settings, or None for plain TCP."""
+    if not settings.dicom_tls_cert:
+        return None
+    import ssl
+
+    if not settings.dicom_tls_key:
+        raise ValueError("dicom_tls_cert is set but dicom_tls_key is not")
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(settings.dicom_tls_cert, settings.dicom_tls_key)
+    if settings.dicom_tls_ca:
+        context.load_verify_locations(settings.dicom_tls_ca)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def build_app(components: Components):  # type: ignore[no-untyped-def]

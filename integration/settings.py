@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     #: Calling AE titles accepted by the SCP; empty means any.
     allowed_aes: list[str] = Field(default_factory=list)
     remote_aes: list[RemoteAe] = Field(default_factory=list)
+    #: TLS for the DIMSE SCP (PS3.15 B.1): certificate and key (PEM); with a CA file, clients must
+    #: present a certificate signed by it.
+    dicom_tls_cert: Path | None = None
+    dicom_tls_key: Path | None = None
+    dicom_tls_ca: Path | None = None
     forward_to: str | None = None  # AE title (from remote_aes) to forward results to
 
     #: The LIS's MLLP listener ("HOST:PORT") that receives ORU^R01 results; none: results are not sent.
