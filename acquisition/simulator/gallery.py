@@ -32,32 +32,28 @@ def _label(img: np.ndarray, text: str, scale: float = 0.6) -> None:
     cv2.putText(img, text, (6, 22), _FONT, scale, (20, 20, 20), 1, cv2.LINE_AA)
 
 
-def class_gallery(out: Path, per_class: int = 3) -> None:
-    """`per_class` crops (256 px at 40x = 22 µm) of every class, one row per class pair."""
+def class_gallery(out: Path, per_class: int = 3, fovs: int = 14) -> None:
+    """`per_class` crops (256 px at 40x = 22 µm) of every class, the least crowded of `fovs` FOVs."""
     slide = simulate_slide(101, "normal", scan_area_um=(3000.0, 2000.0),
                            class_weights_override=dict(PROFILES["balanced"]))  # fmt: skip
-    crops: dict[str, list[np.ndarray]] = {c: [] for c in CLASS_CODES}
+    found: dict[str, list[tuple[float, int, np.ndarray]]] = {c: [] for c in CLASS_CODES}
     tiles = [t for t in slide.grid_tiles() if t.label == "optimal"]
-    for t in tiles:
-        if all(len(v) >= per_class for v in crops.values()):
-            break
+    for k, t in enumerate(tiles[:fovs]):
         fov = slide.render_fov(t.x_um, t.y_um)
-        big = cv2.copyMakeBorder(fov.image, 128, 128, 128, 128, cv2.BORDER_REFLECT_101)
+        busy = (fov.instance_mask > 0) | (fov.distractor_mask > 0)
         for c in fov.cells:
             x, y = round(c.centre[0]), round(c.centre[1])
-            if len(crops[c.code]) >= per_class or c.area_px < 0.8 * c.full_area_px:
+            half = 256 if c.code in ("MKC", "MAC") else 128  # the big ones shown at half scale
+            if c.area_px < 0.8 * c.full_area_px:
                 continue
-            half = 256 if c.code in ("MKC", "MAC") else 128
             if not (half <= x < fov.image.shape[1] - half and half <= y < fov.image.shape[0] - half):
-                continue  # whole crop inside the FOV: no mirrored borders
-            size = 512 if c.code in ("MKC", "MAC") else 256  # the big ones shown at half scale
-            window = fov.instance_mask[max(0, y - size // 4) : y + size // 4, max(0, x - size // 4) : x + size // 4]
-            if np.mean((window > 0) & (window != c.id)) > 0.12:
-                continue  # show cells a reader can see whole
-            pad = cv2.copyMakeBorder(fov.image, 256, 256, 256, 256, cv2.BORDER_REFLECT_101) if size == 512 else big
-            off = 256 if size == 512 else 128
-            crop = pad[y + off - size // 2 : y + off + size // 2, x + off - size // 2 : x + off + size // 2]
-            crops[c.code].append(cv2.resize(crop, (144, 144), interpolation=cv2.INTER_AREA))
+                continue  # whole crop inside the FOV: no invented borders
+            window = (slice(y - half, y + half), slice(x - half, x + half))
+            own = fov.instance_mask[window] == c.id
+            crowding = float(np.mean(busy[window] & ~own))
+            crop = cv2.resize(fov.image[window], (144, 144), interpolation=cv2.INTER_AREA)
+            found[c.code].append((crowding, k * 1000 + c.id, crop))
+    crops = {code: [crop for _, _, crop in sorted(found[code], key=lambda f: f[:2])[:per_class]] for code in found}
     cols = 6
     cells = []
     for code in CLASS_CODES:
