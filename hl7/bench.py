@@ -92,11 +92,17 @@ async def _send_orus(engine: Engine, payloads: list[str], ports: list[int]) -> d
 
     started, cpu_started = time.perf_counter(), time.process_time()
     producer = asyncio.create_task(asyncio.to_thread(produce))
+    deadline = started + 60 + len(payloads) / 10  # far beyond any sane rate: report, do not hang
     try:
         while sum(s.sent for s in dispatcher.senders.values()) < len(payloads):
+            if producer.done() and producer.exception() is not None:
+                raise RuntimeError("the producer failed") from producer.exception()
+            if time.perf_counter() > deadline:
+                held = Outbox(engine).entries(state="held", limit=3)
+                raise RuntimeError(f"ORUs not all acknowledged in time: {outbox.counts()}, held: {held}")
             await asyncio.sleep(0.005)
     finally:
-        await producer
+        await asyncio.gather(producer, return_exceptions=True)
         await dispatcher.stop()
     done, cpu = time.perf_counter(), time.process_time() - cpu_started
     return {

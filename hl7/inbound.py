@@ -8,6 +8,7 @@ and a message seen again (same sender, same MSH-10) gets the stored ACK with no 
 from __future__ import annotations
 
 import logging
+import time
 from typing import Protocol
 
 from sqlalchemy import Engine
@@ -122,6 +123,20 @@ class Receiver:
         ).to_er7()
 
     def _apply(self, header: MessageHeader, event: InboundEvent) -> str:
+        # SQLite answers a read transaction that turns into a write after another commit with an
+        # immediate "database is locked" (no busy wait); a few quick retries absorb that.
+        for attempt in range(4):
+            try:
+                return self._apply_once(header, event)
+            except OperationalError as exc:
+                if attempt == 3:
+                    log.warning("HL7 %s not applied (database): %s", header.control_id, exc)
+                    error = MessageError(ErrorCode.RECORD_LOCKED, "database busy, please resend")
+                    return self._error_ack(header, error)
+                time.sleep(0.01 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def _apply_once(self, header: MessageHeader, event: InboundEvent) -> str:
         try:
             with Session(self.engine) as session:
                 row = self._row(session, header, lock=True)
@@ -136,12 +151,10 @@ class Receiver:
                 return ack
         except MessageError as exc:
             return self._finish(header, self._error_ack(header, exc), exc.ack_code, error=exc.reason)
-        except OperationalError as exc:
-            # A locked or unreachable database is temporary: answer 206 and keep no ACK, so the
-            # sender's retry is processed normally.
-            log.warning("HL7 %s not applied (database): %s", header.control_id, exc)
-            error = MessageError(ErrorCode.RECORD_LOCKED, "database busy, please resend")
-            return self._error_ack(header, error)
+        except OperationalError:
+            # A locked or unreachable database is temporary: retried above, then answered 206 with
+            # no ACK kept, so the sender's resend is processed normally.
+            raise
         except Exception as exc:
             log.exception("HL7 %s: handler failed", header.control_id)
             error = MessageError(ErrorCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
