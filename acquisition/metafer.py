@@ -321,6 +321,8 @@ def _image_size(ck: _Checker, file: Path, field: str) -> tuple[int, int]:
     try:
         with Image.open(file) as im:
             return im.size
+    except Image.DecompressionBombError as exc:
+        raise ck.fail(field, f"image too large to import safely: {exc}", file) from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ck.fail(field, f"not a readable JPEG/PNG/TIFF image: {exc}", file) from exc
 
