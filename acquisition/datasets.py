@@ -81,6 +81,9 @@ def make_dataset(
     if kind not in KINDS:
         raise ValueError(f"unknown dataset kind {kind!r}; known: {', '.join(KINDS)}")
     out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        # Stale images from an earlier run would silently join the new set (readers glob the folders).
+        raise FileExistsError(f"{out} exists and is not empty")
     out.mkdir(parents=True, exist_ok=True)
     seeds = [int(s) for s in seeds]
     used = [profile_for(s, profiles) for s in seeds]

@@ -292,3 +292,6 @@ def test_make_dataset_cli_writes_the_documented_formats(tmp_path: Path) -> None:
     # Balanced: no class dominates the crops.
     per = Counter(r["label"] for r in crops)
     assert max(per.values()) < 0.3 * len(crops)
+    # A second run into a used folder is refused (stale files would join the set).
+    again = runner.invoke(app, ["make-dataset", "cls", "--out", str(cls), "--seeds", "4:5", *area])
+    assert again.exit_code == 2 and "not empty" in again.output

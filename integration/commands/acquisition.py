@@ -108,6 +108,9 @@ def make_dataset_command(
 
     seed_list = _seeds(seeds)
     profile = _profile(profile, allow_mixed=True)
+    if out.exists() and any(out.iterdir()):
+        typer.echo(f"error: {out} exists and is not empty", err=True)
+        raise typer.Exit(2)
     with tqdm(total=units(kind.value, seed_list, fovs_per_seed), desc=f"make-dataset {kind.value}") as bar:
         make_dataset(kind.value, out, seed_list, profiles=[profile], fovs_per_seed=fovs_per_seed,
                      scan_area_um=_area(scan_area), balance=balance, progress=bar.update)  # fmt: skip
