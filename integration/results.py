@@ -55,9 +55,8 @@ def oru_case(engine: Engine, accession_number: str, *, study_instance_uid: str, 
     )
     base = settings.base_url
     provider = None
-    if case.ordering_provider_id or case.ordering_provider_name:
-        family, _, given = (case.ordering_provider_name or "").partition("^")
-        provider = Provider(case.ordering_provider_id, family, given)
+    if case.ordering_provider_id or case.ordering_provider_family or case.ordering_provider_given:
+        provider = Provider(case.ordering_provider_id, case.ordering_provider_family, case.ordering_provider_given)
     return OruCase(
         patient=patient,
         placer_order_number=case.placer_order_number,
