@@ -1,4 +1,4 @@
-"""`marrowlink bench-mllp`: ORU/s through the durable outbox with ACKs over loopback, inbound orders/s.
+"""`marrowlink bench mllp`: ORU/s through the durable outbox with ACKs over loopback, inbound orders/s.
 
 The LIS peer runs in its own process (LisStandIn), so the numbers are marrowlink's: store → send →
 wait for the matching ACK → record, one message at a time per destination, as in production. ORU

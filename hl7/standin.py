@@ -30,7 +30,7 @@ class _AckTemplate:
     def fast_answer(self, header: MessageHeader) -> str:
         """The benchmark peer's answer: hl7apy's rendering of the template with MSH-10 and MSA-2 replaced.
 
-        Only for `bench-mllp`'s peer process (which stands for a LIS, not for marrowlink); marrowlink's
+        Only for `bench mllp`'s peer process (which stands for a LIS, not for marrowlink); marrowlink's
         own answers are always built field by field through hl7apy.
         """
         if not hasattr(self, "_rendered"):

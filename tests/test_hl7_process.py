@@ -150,7 +150,7 @@ def test_outbox_listing_and_retry(data_dir: Path) -> None:
 
 def test_bench_mllp_reports_numbers() -> None:
     done = subprocess.run(
-        [MARROWLINK, "bench-mllp", "--json", "--messages", "100", "--orders", "10"],
+        [MARROWLINK, "bench", "mllp", "--json", "--messages", "100", "--orders", "10"],
         capture_output=True,
         text=True,
         timeout=300,  # generous: the shared test machine is sometimes loaded many times over

@@ -1,4 +1,4 @@
-"""`marrowlink hl7 …` (send, listen, outbox, retry) and `marrowlink bench-mllp`.
+"""`marrowlink hl7 …` (send, listen, outbox, retry) and the HL7 benchmark behind `marrowlink bench mllp`.
 
 hl7apy and SQLAlchemy are imported inside the commands so `marrowlink --help` stays instant.
 """
@@ -174,5 +174,4 @@ def bench_mllp(
 
 
 def register(app: typer.Typer) -> None:
-    app.add_typer(hl7_app, name="hl7")
-    app.command("bench-mllp")(bench_mllp)
+    app.add_typer(hl7_app, name="hl7")  # the benchmark is `marrowlink bench mllp` (commands/bench.py)
