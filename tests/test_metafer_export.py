@@ -126,3 +126,28 @@ def test_simulate_scan_cli(tmp_path: Path) -> None:
     assert cells[0] == "file,instance_id,class,x0,y0,x1,y1,area_px" and len(cells) > 10
     again = CliRunner().invoke(app, args)
     assert again.exit_code != 0 and "not empty" in again.output
+
+
+def test_simulate_scan_can_plan_with_an_aoi_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--aoi-model` plugs the AOI network in as the scorer; a stub that likes dark tiles plans dense ones."""
+    import ai.inference
+    from integration.cli import app
+
+    class Stub:
+        def score_tiles(self, tiles):  # type: ignore[no-untyped-def]
+            return np.array([[255.0 - float(t.mean())] for t in tiles])
+
+        def good_score(self, probabilities):  # type: ignore[no-untyped-def]
+            return probabilities[:, 0]
+
+    monkeypatch.setattr(ai.inference.AoiModel, "load", classmethod(lambda cls, folder=None: Stub()))
+    out = tmp_path / "scan"
+    args = ["simulate-scan", "--out", str(out), "--seed", "9", "--fovs", "1", "--scan-area", "900x600",
+            "--aoi-model", str(tmp_path), "--no-ground-truth"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    m = read_metafer_export(out)
+    assert m.ground_truth is None and len(m.fovs) == 1
+    overview = simulate_slide(9, scan_area_um=(900.0, 600.0)).render_overview()
+    darkest = min(overview.grid_tiles(), key=lambda t: (-(255.0 - float(overview.tile_image(t).mean())), t.row, t.col))
+    assert (m.fovs[0].x_um, m.fovs[0].y_um) == pytest.approx((darkest.x_um, darkest.y_um), abs=1e-3)

@@ -53,6 +53,14 @@ def _profile(name: str, allow_mixed: bool) -> str:
     return name
 
 
+def _aoi_scorer(folder: Path):  # type: ignore[no-untyped-def]
+    """The AOI network as a `plan_scan` scorer (TensorFlow loads only here)."""
+    from ai.inference import AoiModel
+
+    model = AoiModel.load(folder)
+    return lambda tiles: model.good_score(model.score_tiles(tiles))
+
+
 def simulate_scan(
     out: Annotated[Path, typer.Option(help="Export folder to create (must not exist or be empty).")],
     seed: Annotated[int, typer.Option(help="Slide seed: the same seed gives the same slide, byte for byte.")] = 0,
@@ -63,8 +71,14 @@ def simulate_scan(
     fovs: Annotated[int, typer.Option(help="Number of 40x FOVs (top-N AOI positions).")] = 50,
     scan_area: Annotated[str | None, typer.Option(help="Scan area WIDTHxHEIGHT in µm (default 7000x3500).")] = None,
     ground_truth: Annotated[bool, typer.Option(help="Also write ground_truth/ (masks, labels).")] = True,
+    aoi_model: Annotated[
+        Path | None, typer.Option(help="AOI model folder: plan with the network instead of the ground-truth oracle.")
+    ] = None,
 ) -> None:
-    """Simulate a Metafer scan: 10x overview, AOI planning (ground-truth oracle), 40x FOVs, export folder."""
+    """Simulate a Metafer scan: 10x overview, AOI planning, 40x FOVs, export folder.
+
+    Planning uses the ground-truth oracle unless `--aoi-model` names a trained AOI network (closed loop).
+    """
     from tqdm import tqdm
 
     from acquisition import plan_scan, simulate_slide, write_metafer_export
@@ -78,7 +92,7 @@ def simulate_scan(
     with tqdm(total=fovs + 2, desc=f"scan {slide.barcode}", unit="img") as bar:
         overview = slide.render_overview()
         bar.update(1)
-        positions = plan_scan(overview, None, fovs)
+        positions = plan_scan(overview, _aoi_scorer(aoi_model) if aoi_model else None, fovs)
         done = [0]
 
         def step(n: int) -> None:
