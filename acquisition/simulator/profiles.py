@@ -60,15 +60,15 @@ CLUSTER_FRACTION: dict[str, float] = {"TUM": 0.8, "APC": 0.15, "PLM": 0.1, "EBO"
 
 #: Nucleated cells per 10 000 µm² at unit smear density (a FOV is about 22 800 µm²).
 CELLULARITY: dict[str, float] = {
-    "normal": 28.0,
-    "aml": 40.0,
-    "apl": 40.0,
-    "hcl": 18.0,
-    "lymphoma": 32.0,
-    "metastasis": 28.0,
-    "myeloma": 32.0,
-    "inv16": 40.0,
-    "balanced": 22.0,
+    "normal": 22.0,
+    "aml": 30.0,
+    "apl": 30.0,
+    "hcl": 14.0,
+    "lymphoma": 24.0,
+    "metastasis": 22.0,
+    "myeloma": 24.0,
+    "inv16": 30.0,
+    "balanced": 18.0,
 }
 
 

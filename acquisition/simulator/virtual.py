@@ -104,7 +104,7 @@ def simulate_slide(
     drawn = np.where(alpha > 0, r.gamma(np.maximum(alpha, 1e-9)), 0.0)
     composition = SlideComposition(
         class_weights=tuple(float(v) for v in drawn / drawn.sum()),
-        cellularity=CELLULARITY.get(profile, 28.0) * float(r.uniform(0.75, 1.25)),
+        cellularity=CELLULARITY.get(profile, 22.0) * float(r.uniform(0.75, 1.25)),
         cluster_fraction=dict(CLUSTER_FRACTION),
         rbc_radius_um=float(r.uniform(3.5, 4.0)),
         crenated_fraction=float(r.uniform(0.0, 0.2)),
