@@ -14,7 +14,8 @@ import numpy as np
 from ai.catalogue import CRITICAL_CLASSES, GOOD_QUALITY
 from ai.metrics import DetectionCounts, classification_report, detection_counts, f_beta, top_n_good_share
 
-FOREGROUND_GRID = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
+FOREGROUND_GRID = (0.3, 0.4, 0.5, 0.6)
+CENTRE_GRID = (0.2, 0.4)
 MIN_AREA_GRID_UM2 = (6.0, 12.0, 20.0)
 MIN_TRUE_AREA_UM2 = 15.0  # evaluable true cells (see ai.metrics)
 
@@ -32,18 +33,19 @@ def evaluate_detections(
 
 def select_seg_thresholds(segmenter, maps: Sequence[np.ndarray], fov_shapes, pixel_size_um: float,
                           true_masks, distractors) -> tuple[dict[str, float], dict]:  # fmt: skip
-    """Foreground threshold and minimum cell area maximising F-beta (beta^2 = 5, recall 5:1) on
+    """Foreground and centre-seed thresholds and minimum cell area maximising F-beta (beta^2 = 5, recall 5:1) on
     validation FOVs from the simulator; returns the thresholds and the chosen operating point's metrics."""
     best: tuple[float, dict[str, float], dict] | None = None
-    for fg, min_area in itertools.product(FOREGROUND_GRID, MIN_AREA_GRID_UM2):
+    for fg, centre, min_area in itertools.product(FOREGROUND_GRID, CENTRE_GRID, MIN_AREA_GRID_UM2):
+        chosen = {"foreground": fg, "centre": centre, "min_area_um2": min_area}
         dets = [
-            segmenter.detections(segmenter.instances(m, foreground=fg, min_area_um2=min_area), s, pixel_size_um)
+            segmenter.detections(segmenter.instances(m, **chosen), s, pixel_size_um)
             for m, s in zip(maps, fov_shapes, strict=True)
         ]
         counts = evaluate_detections(dets, true_masks, distractors)
         score = f_beta(counts.precision, counts.sensitivity)
         if best is None or score > best[0]:
-            best = (score, {"foreground": fg, "min_area_um2": min_area}, counts.summary())
+            best = (score, chosen, counts.summary())
     assert best is not None
     return best[1], best[2]
 

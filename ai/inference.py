@@ -107,7 +107,8 @@ class CellSegmenter:
             maps[..., 0],
             maps[..., 1] if maps.shape[-1] > 1 else None,
             threshold=float(t.get("foreground", 0.5)),
-            centre_threshold=float(t.get("centre", 0.5)),
+            centre_threshold=float(t.get("centre", 0.3)),
+            seed_distance=max(2, round(float(t.get("seed_distance_um", 2.0)) / self.card.pixel_size_um)),
             min_area=float(t.get("min_area_um2", 10.0)) / area,
             max_area=float(t["max_area_um2"]) / area if t.get("max_area_um2") else None,
         )

@@ -14,9 +14,8 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     import tf_keras as keras
 
     from ai.architectures import build
-    from ai.data import load_seg, read_ids, split_by_seed
-    from ai.evaluation import select_seg_thresholds
-    from ai.inference import CellSegmenter, predict_maps
+    from ai.data import load_seg, split_by_seed
+    from ai.inference import CellSegmenter
     from ai.training import _finish, _init_weights, _training_info
     from ai.training.losses import foreground_recall, segmentation_loss
     from ai.training.sequences import SegmentationCrops
@@ -48,19 +47,45 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     card = ModelCard(
         kind="seg", arch=arch, classes=["nucleated_cell"], input_size=opts.input_size,
         pixel_size_um=source_px / opts.seg_scale, arch_params=params,
-        thresholds={"foreground": 0.5, "centre": 0.5, "min_area_um2": 12.0, "tile": 512},
+        thresholds={"foreground": 0.5, "centre": 0.3, "seed_distance_um": 2.0, "min_area_um2": 12.0, "tile": 512},
         training=_training_info(data_dir, data.manifest, opts, len(train_idx), len(val_idx),
                                 source_pixel_size_um=source_px, scale=opts.seg_scale),
     )  # fmt: skip
-    segmenter = CellSegmenter(model, card)
-    maps = predict_maps(model, [data.images[i] for i in val_idx], 512, 48, multiple=32)
-    truth = [read_ids(data_dir / "masks" / data.files[i]) for i in val_idx]
+    choose_thresholds(CellSegmenter(model, card), data_dir, [data.images[i] for i in val_idx],
+                      [data.files[i] for i in val_idx])  # fmt: skip
+    _finish(model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}, card, out)
+    return card
+
+
+def choose_thresholds(segmenter, data_dir: Path, images: list[np.ndarray], files: list[str]) -> None:
+    """Set the card's thresholds by cell-level F-beta on validation FOVs (images at working scale)."""
+    from ai.data import read_ids
+    from ai.evaluation import select_seg_thresholds
+    from ai.inference import predict_maps
+
+    card = segmenter.card
+    maps = predict_maps(segmenter.model, images, 512, 48, multiple=32)
+    truth = [read_ids(data_dir / "masks" / f) for f in files]
     distractors = []
-    for i in val_idx:
-        path = data_dir / "distractors" / data.files[i]
+    for f in files:
+        path = data_dir / "distractors" / f
         distractors.append(read_ids(path) if path.exists() else None)
+    source_px = float(card.training.get("source_pixel_size_um", 0.086))
     chosen, metrics = select_seg_thresholds(segmenter, maps, [t.shape for t in truth], source_px, truth, distractors)
     card.thresholds.update(chosen)
     card.metrics = {"validation": metrics, "threshold_rule": "max F-beta (beta^2=5) on validation FOVs"}
-    _finish(model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}, card, out)
-    return card
+
+
+def reselect_thresholds(model_dir: Path | str, data_dir: Path | str, val_fraction: float = 0.1) -> ModelCard:
+    """Choose a trained model's thresholds again (after a post-processing change) on the same
+    validation seeds; rewrites only the card (the weights and their sha256 are unchanged)."""
+    from ai.data import load_seg, split_by_seed
+    from ai.inference import CellSegmenter
+
+    segmenter = CellSegmenter.load(model_dir)
+    scale = float(segmenter.card.training.get("scale", 0.25))
+    data = load_seg(Path(data_dir), scale)
+    _, val_idx = split_by_seed(data.seeds, val_fraction)
+    choose_thresholds(segmenter, Path(data_dir), [data.images[i] for i in val_idx], [data.files[i] for i in val_idx])
+    segmenter.card.save(Path(model_dir))
+    return segmenter.card
