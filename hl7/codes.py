@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+import acquisition.catalogue as _catalogue
+
 
 @dataclass(frozen=True)
 class Coded:
@@ -20,48 +22,17 @@ class Coded:
     system: str
 
 
-@dataclass(frozen=True)
-class CellClass:
-    code: str
-    name: str
-    lineage: str
-    critical: bool = False
-
-
-#: The 23 classes of cell_classes.md, in report order (critical forms first).
-CELL_CLASSES: tuple[CellClass, ...] = (
-    CellClass("BLA", "Blast", "immature", True),
-    CellClass("APL", "APL cell", "myeloid", True),
-    CellClass("HAC", "Hairy cell", "lymphoid", True),
-    CellClass("LYM", "Lymphoma cell", "lymphoid", True),
-    CellClass("TUM", "Tumour cell", "other", True),
-    CellClass("ABE", "Abnormal eosinophil, inv(16)", "myeloid", True),
-    CellClass("APC", "Atypical plasma cell", "lymphoid", True),
-    CellClass("PMO", "Promyelocyte", "myeloid"),
-    CellClass("MYB", "Myelocyte", "myeloid"),
-    CellClass("MMZ", "Metamyelocyte", "myeloid"),
-    CellClass("NGB", "Band neutrophil", "myeloid"),
-    CellClass("NGS", "Segmented neutrophil", "myeloid"),
-    CellClass("EOS", "Eosinophil", "myeloid"),
-    CellClass("BAS", "Basophil", "myeloid"),
-    CellClass("MON", "Monocyte", "monocytic"),
-    CellClass("LYT", "Lymphocyte", "lymphoid"),
-    CellClass("PLM", "Plasma cell", "lymphoid"),
-    CellClass("PEB", "Proerythroblast", "erythroid"),
-    CellClass("EBO", "Erythroblast", "erythroid"),
-    CellClass("MKC", "Megakaryocyte", "megakaryocytic"),
-    CellClass("MAC", "Macrophage", "other"),
-    CellClass("KSC", "Smudge cell", "other"),
-    CellClass("NIF", "Not identifiable", "other"),
-)
-CLASS_BY_CODE = {c.code: c for c in CELL_CLASSES}
-
+# The 23 classes, their names, the M:E membership and the percentage rule live in ONE catalogue
+# (acquisition/catalogue.py, data only); HL7 adds only what is HL7's: codes, systems, LOINC.
+CELL_CLASSES = _catalogue.CELL_CLASSES
+CLASS_BY_CODE = _catalogue.CLASS_BY_CODE
+CellClass = _catalogue.CellClass
 #: Granulocytic series over erythroid series: the default M:E formula of cell_classes.md
 #: (blasts and monocytes excluded; a lab may change this).
-MYELOID_FOR_ME = ("PMO", "APL", "MYB", "MMZ", "NGB", "NGS", "EOS", "ABE", "BAS")
-ERYTHROID_FOR_ME = ("PEB", "EBO")
+MYELOID_FOR_ME = _catalogue.GRANULOCYTIC_CODES
+ERYTHROID_FOR_ME = _catalogue.ERYTHROID_CODES
 #: Shown but kept out of the percentage denominator (CellaVision's "not classed" practice).
-EXCLUDED_FROM_DENOMINATOR = ("KSC", "NIF")
+EXCLUDED_FROM_DENOMINATOR = tuple(c.code for c in CELL_CLASSES if c.excluded_from_percent)
 
 LOINC = "LN"
 
