@@ -180,9 +180,7 @@ def run_bench(fovs: int = 50, seed: int = 1, peers: bool = True) -> dict[str, An
                 target = folder / "wsidicomizer"
                 result["wsidicomizer"] = _run(
                     [
-                        str(python),
-                        "-m",
-                        "wsidicomizer",
+                        str(python.parent / "wsidicomizer"),
                         "-i",
                         str(tiff),
                         "-o",

@@ -187,6 +187,10 @@ def _pixels(ds: Dataset, frames: list[bytes], grid: PixelGrid, tile: int) -> Non
     meta.TransferSyntaxUID = JPEGBaseline8Bit
     meta.ImplementationClassUID = PYDICOM_IMPLEMENTATION_UID
     ds.file_meta = meta
+    # Declare the encoding the datasets are built in (Explicit VR Little Endian, UTF-8) as their
+    # original one: pydicom then writes the pre-encoded per-frame items as they are instead of parsing
+    # thousands of them back to look for ambiguous VRs, of which these datasets have none.
+    ds.set_original_encoding(False, True, ds._character_set)
 
 
 _PER_FRAME = 0x52009230

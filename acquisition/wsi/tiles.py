@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import cv2
@@ -107,7 +107,7 @@ def tile_sparse(
             pending[key] = pending.get(key, 0) + 1
 
     canvases: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    futures = {}
+    futures: dict[tuple[int, int], tuple[Future[list[bytes]], int]] = {}
     with _pool() as pool, _pool() as loaders:
         # Decode a few FOVs ahead on other threads while this one is cut and encoded; the look-ahead
         # is bounded so memory stays at a handful of decoded FOVs whatever the scan size.
@@ -122,6 +122,7 @@ def tile_sparse(
                 loading.append(loaders.submit(wanted[index + ahead].load))
             if pixels.shape[0] != fov.height or pixels.shape[1] != fov.width:
                 raise ValueError(f"FOV image is {pixels.shape[1]}x{pixels.shape[0]}, expected {fov.width}x{fov.height}")
+            ready: list[tuple[tuple[int, int], np.ndarray]] = []
             for key in keys:
                 tr, tc = key
                 y0, x0 = max(tr * tile, fov.row), max(tc * tile, fov.column)
@@ -131,7 +132,7 @@ def tile_sparse(
                 pending[key] -= 1
                 if key not in canvases and pending[key] == 0 and source.shape[:2] == (tile, tile):
                     # The common case: an interior tile of one FOV, encoded straight from the FOV.
-                    futures[key] = pool.submit(encode_tile, source, quality)
+                    ready.append((key, source))
                     continue
                 target = (slice(y0 - tr * tile, y1 - tr * tile), slice(x0 - tc * tile, x1 - tc * tile))
                 if key not in canvases:
@@ -145,6 +146,20 @@ def tile_sparse(
                     canvas[target][free] = source[free]
                 filled[target] = True
                 if pending[key] == 0:
-                    futures[key] = pool.submit(encode_tile, canvas, quality)
+                    ready.append((key, canvas))
                     del canvases[key]
-    return [SparseTile(tr, tc, futures[(tr, tc)].result()) for tr, tc in sorted(futures)]
+            # A few batches per FOV rather than a task per tile: thread hand-offs cost more than
+            # the Python side of cutting a tile.
+            for start in range(0, len(ready), _BATCH):
+                batch = ready[start : start + _BATCH]
+                job = pool.submit(_encode_batch, [block for _, block in batch], quality)
+                for position, (key, _) in enumerate(batch):
+                    futures[key] = (job, position)
+    return [SparseTile(tr, tc, futures[(tr, tc)][0].result()[futures[(tr, tc)][1]]) for tr, tc in sorted(futures)]
+
+
+_BATCH = 16
+
+
+def _encode_batch(blocks: list[np.ndarray], quality: int) -> list[bytes]:
+    return [encode_tile(block, quality) for block in blocks]
