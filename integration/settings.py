@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "MARROWLINK_DATABASE_URL", "database_url")
     )
+    # Reserved for scale-out (Celery workers, DESIGN §1); nothing reads it yet: analysis runs in-process.
     broker_url: str | None = Field(default=None, validation_alias=AliasChoices("MARROWLINK_BROKER", "broker_url"))
 
     http_host: str = "127.0.0.1"
