@@ -18,14 +18,23 @@ def _wrap(base, name: str, scale: float = 1.0 / 255, offset: float = 0.0):
     return keras.Model(inp, out, name=name)
 
 
+def _sm():
+    """segmentation_models announces its framework on stdout at import, which would corrupt `--json`."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        import segmentation_models as sm
+    return sm
+
+
 def unet16(weights: str | None = None, input_size: int | None = None):
     """The paper architecture: UNet with a VGG16 encoder (TernausNet-style), segmentation_models.
 
     `weights='imagenet'` loads the ImageNet encoder where it can be downloaded; 23.75 M parameters.
     Inputs must be multiples of 32 px.
     """
-    import segmentation_models as sm
-
+    sm = _sm()
     base = sm.Unet(
         "vgg16", encoder_weights=weights, classes=N_OUTPUTS, activation="sigmoid", input_shape=(None, None, 3)
     )
@@ -34,8 +43,7 @@ def unet16(weights: str | None = None, input_size: int | None = None):
 
 def sm_unet_mobilenetv2(weights: str | None = None, input_size: int | None = None):
     """segmentation_models UNet with a MobileNetV2 encoder (8 M parameters), a middle ground."""
-    import segmentation_models as sm
-
+    sm = _sm()
     base = sm.Unet(
         "mobilenetv2", encoder_weights=weights, classes=N_OUTPUTS, activation="sigmoid", input_shape=(None, None, 3)
     )
