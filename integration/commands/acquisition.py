@@ -6,32 +6,12 @@ numpy, OpenCV and the simulator are imported inside the commands, so `marrowlink
 from __future__ import annotations
 
 import json
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-class DatasetKind(StrEnum):
-    aoi = "aoi"
-    seg = "seg"
-    cls = "cls"
-
-
-def _seeds(text: str) -> list[int]:
-    """'A:B' (B exclusive) or 'A,B,C' — the same syntax as `evaluate --seeds`."""
-    try:
-        if ":" in text:
-            a, b = text.split(":")
-            seeds = list(range(int(a), int(b)))
-        else:
-            seeds = [int(s) for s in text.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"seeds must look like A:B or A,B,C, got {text!r}") from None
-    if not seeds:
-        raise typer.BadParameter(f"no seeds in {text!r} (A:B excludes B)")
-    return seeds
+from integration.commands.seeds import NetworkKind, parse_seeds
 
 
 def _area(text: str | None) -> tuple[float, float] | None:
@@ -107,7 +87,7 @@ def simulate_scan(
 
 
 def make_dataset_command(
-    kind: Annotated[DatasetKind, typer.Argument(help="aoi (grid tiles), seg (FOVs + masks) or cls (cell crops)")],
+    kind: Annotated[NetworkKind, typer.Argument(help="aoi (grid tiles), seg (FOVs + masks) or cls (cell crops)")],
     out: Annotated[Path, typer.Option(help="Dataset folder to write.")],
     seeds: Annotated[str, typer.Option(help="Slide seeds, A:B (B exclusive) or A,B,C.")],
     profile: Annotated[str, typer.Option(help="A case profile, or 'mixed' (cycle through all by seed).")] = "mixed",
@@ -120,7 +100,7 @@ def make_dataset_command(
 
     from acquisition.datasets import make_dataset, units
 
-    seed_list = _seeds(seeds)
+    seed_list = parse_seeds(seeds)
     profile = _profile(profile, allow_mixed=True)
     if out.exists() and any(out.iterdir()):
         typer.echo(f"error: {out} exists and is not empty", err=True)

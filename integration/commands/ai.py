@@ -1,4 +1,4 @@
-"""AI commands: `train`, `detect`, `evaluate`, `bench-ai`. Research use only, not for clinical diagnosis.
+"""AI commands: `train`, `detect`, `evaluate` (and the benchmark behind `marrowlink bench ai`).
 
 TensorFlow and the simulator are imported inside the commands, so `marrowlink --help` stays instant.
 `evaluate` is the one place that joins `acquisition` (held-out data) and `ai` (metrics): `ai` itself
@@ -10,28 +10,12 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-
-class Kind(StrEnum):
-    aoi = "aoi"
-    seg = "seg"
-    cls = "cls"
-
-
-def _seeds(text: str) -> list[int]:
-    """'A:B' (B exclusive, like make-dataset) or 'A,B,C'."""
-    try:
-        if ":" in text:
-            a, b = text.split(":")
-            return list(range(int(a), int(b)))
-        return [int(s) for s in text.split(",")]
-    except ValueError:
-        raise typer.BadParameter(f"seeds must look like A:B or A,B,C, got {text!r}") from None
+from integration.commands.seeds import NetworkKind, parse_seeds
 
 
 def _fail(message: str) -> None:
@@ -40,7 +24,7 @@ def _fail(message: str) -> None:
 
 
 def train_command(
-    kind: Annotated[Kind, typer.Argument(help="aoi, seg or cls")],
+    kind: Annotated[NetworkKind, typer.Argument(help="aoi, seg or cls")],
     data: Annotated[Path, typer.Option(help="Dataset folder from `marrowlink make-dataset`.")],
     out: Annotated[Path, typer.Option(help="Model folder to write (weights, model.json, curves).")],
     arch: Annotated[
@@ -123,7 +107,7 @@ def detect_command(
 
 
 def evaluate_command(
-    kind: Annotated[Kind, typer.Argument(help="aoi, seg or cls")],
+    kind: Annotated[NetworkKind, typer.Argument(help="aoi, seg or cls")],
     seeds: Annotated[str, typer.Option(help="Held-out simulator seeds, A:B (B exclusive) or A,B,C.")],
     profile: Annotated[str | None, typer.Option(help="Case profile (default: the simulator's mix).")] = None,
     model: Annotated[Path | None, typer.Option(help="Model folder (default: shipped).")] = None,
@@ -136,7 +120,7 @@ def evaluate_command(
     """Evaluate a model on freshly simulated held-out data (seeds training never used)."""
     from ai.models import ModelError
 
-    seed_list = _seeds(seeds)
+    seed_list = parse_seeds(seeds)
     with tempfile.TemporaryDirectory(prefix="marrowlink-eval-") as tmp:
         folder = data or _make_dataset(kind.value, Path(tmp) / kind.value, seed_list, profile, fovs_per_seed)
         try:
@@ -233,7 +217,6 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("detect")(detect_command)
     app.command("evaluate")(evaluate_command)
-    app.command("bench-ai")(bench_ai_command)
 
 
 if __name__ == "__main__":  # pragma: no cover
