@@ -25,7 +25,7 @@ from integration.cases import Patient as PatientRow
 log = logging.getLogger(__name__)
 
 
-class ImportError_(RuntimeError):
+class ScanImportError(RuntimeError):
     """A scan that cannot be imported; the message says which file or field and why."""
 
 
@@ -112,23 +112,23 @@ def build_context(
 def encode_manifest(manifest: ScanManifest, context: SlideContext):  # type: ignore[no-untyped-def]
     overview = manifest.overview
     if overview is None:
-        raise ImportError_(f"{manifest.path}: the export has no overview image")
+        raise ScanImportError(f"{manifest.path}: the export has no overview image")
     fovs = manifest.fovs
     if not fovs:
-        raise ImportError_(f"{manifest.path}: the export has no FOV images")
+        raise ScanImportError(f"{manifest.path}: the export has no FOV images")
 
     def loader(path: Path):  # type: ignore[no-untyped-def]
         def load():  # type: ignore[no-untyped-def]
             try:
                 return decode_image(path.read_bytes())
             except Exception as exc:
-                raise ImportError_(f"{path}: cannot decode image: {exc}") from exc
+                raise ScanImportError(f"{path}: cannot decode image: {exc}") from exc
 
         return load
 
     overview_pixels = loader(overview.file)()
     if overview_pixels.shape[:2] != (overview.height, overview.width):
-        raise ImportError_(
+        raise ScanImportError(
             f"{overview.file}: image is {overview_pixels.shape[1]}x{overview_pixels.shape[0]}, "
             f"manifest says {overview.width}x{overview.height}"
         )

@@ -21,7 +21,7 @@ def import_scan_command(
     """Validate a Metafer export folder and store it as DICOM VL Whole Slide Microscopy images."""
     from acquisition.metafer import MetaferExportError
     from dicom_store import StoreError
-    from integration.scans import ImportError_, import_scan
+    from integration.scans import ScanImportError, import_scan
     from integration.service import build_components
     from integration.settings import load_settings
 
@@ -31,7 +31,7 @@ def import_scan_command(
         result = import_scan(
             folder, components.store, uid_root=settings.uid_root, accession_number=accession, engine=components.engine
         )
-    except (MetaferExportError, ImportError_, StoreError) as exc:
+    except (MetaferExportError, ScanImportError, StoreError) as exc:
         typer.secho(f"import failed, nothing stored: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
     finally:
