@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -169,7 +170,13 @@ class Handlers:
             yield status(0xC000, f"unable to process: {type(exc).__name__}"), None
             return
         pending = PENDING if all_keys_supported else PENDING_WITH_UNSUPPORTED_KEYS
-        for response in responses:
+        for count, response in enumerate(responses):
+            if count % 32 == 31:
+                # pynetdicom's DUL thread reads incoming PDUs (a C-CANCEL) only when it is not busy
+                # sending; a producer that never pauses keeps it sending, and a cancel was seen only
+                # after every match had gone out on an idle machine. A millisecond now and then lets
+                # it read.
+                time.sleep(0.001)
             if event.is_cancelled:
                 yield CANCEL, None
                 return
