@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as independent peers, when missing.
 set -euo pipefail
-packages=(dcmtk dicom3tools orthanc orthanc-dicomweb orthanc-wsi libpixelmed-java default-jre-headless)
+packages=(dcmtk dicom3tools orthanc orthanc-dicomweb orthanc-wsi libpixelmed-java)  # pixelmed pulls in a Java runtime
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
