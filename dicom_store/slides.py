@@ -8,7 +8,7 @@ region, so a cell in the overlap of two FOVs is counted once.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import imagecodecs
 import numpy as np
@@ -47,6 +47,10 @@ class StoredSlide:
     store: Store
     sparse: Instance
     overview: Instance | None
+    # Stored instances never change, so each header (thousands of per-frame items on the 40x level)
+    # is parsed once per slide however many steps ask for it.
+    _headers: dict[str, Dataset] = field(default_factory=dict, repr=False)
+    _positions: dict[tuple[int, int], int] | None = field(default=None, repr=False)
 
     @classmethod
     def find(cls, store: Store, study_instance_uid: str, series_instance_uid: str | None = None) -> StoredSlide:
@@ -69,10 +73,18 @@ class StoredSlide:
     # ---- the 40x level ----------------------------------------------------------------------------------
 
     def header(self, instance: Instance | None = None) -> Dataset:
-        return self.store.get_dataset((instance or self.sparse).sop_instance_uid, stop_before_pixels=True)
+        uid = (instance or self.sparse).sop_instance_uid
+        if uid not in self._headers:
+            self._headers[uid] = self.store.get_dataset(uid, stop_before_pixels=True)
+        return self._headers[uid]
 
     def tile_positions(self) -> dict[tuple[int, int], int]:
         """(tile_row, tile_column) → 1-based frame number, from the per-frame plane positions."""
+        if self._positions is None:
+            self._positions = self._read_tile_positions()
+        return self._positions
+
+    def _read_tile_positions(self) -> dict[tuple[int, int], int]:
         ds = self.header()
         size = int(ds.Rows)
         positions = {}
