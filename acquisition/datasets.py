@@ -20,6 +20,7 @@ import csv
 import json
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -148,7 +149,18 @@ def _aoi(out: Path, slides: Any, _fovs: int, step: Callable[[int], None]) -> tup
     return counts, extra
 
 
-def fov_positions(slide: VirtualSlide, n: int, explore: float) -> list[tuple[float, float]]:
+@dataclass(frozen=True)
+class FovPosition:
+    """Where a dataset FOV was taken: `scan_list` (the best-quality positions, as the AOI step picks them
+    for the 40x scan) or `random` (any smear tile: thick, sparse or spoiled fields the scanner would skip)."""
+
+    x_um: float
+    y_um: float
+    source: str
+    quality: str | None
+
+
+def fov_positions(slide: VirtualSlide, n: int, explore: float) -> list[FovPosition]:
     """FOV top-left corners: the best `n` oracle positions, `explore` of them swapped for random smear
     tiles of any quality (so segmentation also learns thick, sparse and spoiled fields)."""
     tiles = slide.grid_tiles()
@@ -158,20 +170,25 @@ def fov_positions(slide: VirtualSlide, n: int, explore: float) -> list[tuple[flo
     taken = {(p.row, p.col) for p in best[: n - n_random]}
     pool = [t for t in tiles if t.label != "background" and (t.row, t.col) not in taken]
     extra = [pool[i] for i in rng.permutation(len(pool))[:n_random]] if pool else []
-    return [(p.x_um, p.y_um) for p in best[: n - n_random]] + [(t.x_um, t.y_um) for t in extra]
+    return [FovPosition(p.x_um, p.y_um, "scan_list", p.label) for p in best[: n - n_random]] + [
+        FovPosition(t.x_um, t.y_um, "random", t.label) for t in extra
+    ]
 
 
 def _seg(out: Path, slides: Any, fovs: int, step: Callable[[int], None]) -> tuple[Counter, dict]:
     counts: Counter = Counter()
     for sub in ("images", "masks", "distractors"):
         (out / sub).mkdir(exist_ok=True)
-    with (out / "cells.csv").open("w", newline="") as f:
+    with (out / "cells.csv").open("w", newline="") as f, (out / "fovs.csv").open("w", newline="") as g:
         w = csv.writer(f)
         w.writerow(["file", "instance_id", "class"])
+        where = csv.writer(g)
+        where.writerow(["file", "seed", "x_um", "y_um", "source", "quality"])
         for slide in slides:
-            for k, (x, y) in enumerate(fov_positions(slide, fovs, explore=0.3)):
-                fov = slide.render_fov(x, y)
+            for k, pos in enumerate(fov_positions(slide, fovs, explore=0.3)):
+                fov = slide.render_fov(pos.x_um, pos.y_um)
                 name = f"{slide.seed}_{k}.png"
+                where.writerow([name, slide.seed, round(pos.x_um, 2), round(pos.y_um, 2), pos.source, pos.quality])
                 _png(out / "images" / name, _jpeg(fov.image, 90))
                 write_ids(out / "masks" / name, fov.instance_mask)
                 write_ids(out / "distractors" / name, fov.distractor_mask)
@@ -191,8 +208,8 @@ def _cls(out: Path, slides: Any, fovs: int, step: Callable[[int], None]) -> tupl
         w = csv.writer(f)
         w.writerow(["file", "label", "seed"])
         for slide in slides:
-            for k, (x, y) in enumerate(fov_positions(slide, fovs, explore=0.0)):
-                fov = slide.render_fov(x, y)
+            for k, pos in enumerate(fov_positions(slide, fovs, explore=0.0)):
+                fov = slide.render_fov(pos.x_um, pos.y_um)
                 image = _jpeg(fov.image, 90)
                 for c in fov.cells:
                     x0, y0 = round(c.centre[0]) - half, round(c.centre[1]) - half

@@ -111,7 +111,10 @@ def evaluate_aoi(model, tiles: Sequence[np.ndarray], labels: Sequence[str], grou
 def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
     """Network and colour-threshold baseline on a `make-dataset seg` folder, FOV by FOV at full resolution.
 
-    Also the sensitivity per true cell class (cells.csv), since missing critical cells matters most.
+    Also the sensitivity per true cell class (cells.csv), since missing critical cells matters most, and,
+    where the dataset says where each FOV was taken (fovs.csv), the counts per source: `scan_list` FOVs
+    are what the pipeline analyses (the AOI step's best positions); `random` FOVs include thick and
+    spoiled fields that the scanner skips, a harder stress set.
     """
     import csv
     import time
@@ -130,6 +133,11 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
         with (data_dir / "cells.csv").open(newline="") as f:
             for row in csv.DictReader(f):
                 cell_class[(row["file"], int(row["instance_id"]))] = row["class"]
+    source: dict[str, str] = {}
+    if (data_dir / "fovs.csv").exists():
+        with (data_dir / "fovs.csv").open(newline="") as f:
+            source = {row["file"]: row["source"] for row in csv.DictReader(f)}
+    by_source: dict[str, DetectionCounts] = {}
     net, base = DetectionCounts(), DetectionCounts()
     per_class: dict[str, list[int]] = {}
     seconds = 0.0
@@ -145,7 +153,10 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
             dis = read_ids(dpath) if dpath.exists() else None
             pred = det.label_image()
             min_true = MIN_TRUE_AREA_UM2 / px**2
-            net = net + detection_counts(truth, pred, dis, min_true_area=min_true)
+            counts = detection_counts(truth, pred, dis, min_true_area=min_true)
+            net = net + counts
+            if name in source:
+                by_source[source[name]] = by_source.get(source[name], DetectionCounts()) + counts
             base_pred = threshold_nuclei(image, px).label_image()
             base = base + detection_counts(truth, base_pred, dis, min_true_area=min_true)
             ids_t, _, inter, area_t, area_p = overlap_table(truth, pred)
@@ -163,6 +174,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
         "pixel_size_um": px,
         "min_true_area_um2": MIN_TRUE_AREA_UM2,
         "network": net.summary(),
+        "network_by_fov_source": {k: v.summary() for k, v in sorted(by_source.items())},
         "baseline_colour_threshold": base.summary(),
         "sensitivity_per_class": {c: h[0] / h[1] for c, h in sorted(per_class.items())},
         "seconds_per_fov_segmentation": seconds / max(1, len(files)),

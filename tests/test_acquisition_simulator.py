@@ -279,6 +279,11 @@ def test_make_dataset_cli_writes_the_documented_formats(tmp_path: Path) -> None:
     assert list(cells[0]) == ["file", "instance_id", "class"]
     ids = {int(r["instance_id"]) for r in cells if r["file"] == names[0]}
     assert ids == set(np.unique(mask)) - {0}
+    with (seg / "fovs.csv").open() as f:
+        where = list(csv.DictReader(f))
+    assert [r["file"] for r in where] == names
+    assert {r["source"] for r in where} == {"scan_list"}  # one FOV per slide: the best position
+    assert {r["quality"] for r in where} <= set(QUALITY_CLASSES)
 
     cls = tmp_path / "cls"
     meta = json.loads((cls / "dataset.json").read_text())

@@ -107,4 +107,5 @@ def test_evaluate_generates_held_out_data_with_the_simulator(models, tmp_path):
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["n_fovs"] == 1 and doc["network"]["true_cells"] > 0 and doc["network"]["distractors"] > 0
+    assert doc["network_by_fov_source"]["scan_list"] == doc["network"]  # the one FOV is a scan-list position
     assert doc["sensitivity_per_class"]
