@@ -68,6 +68,29 @@ def test_training_steps_lower_the_segmentation_loss():
     assert float(model.evaluate(x, y, verbose=0)) < before
 
 
+def test_centre_errors_where_cells_touch_cost_more_than_inside_a_cell():
+    """Two touching cells: a centre map that bridges them (the merge that loses a cell) must cost more
+    than an error of the same size and number of pixels inside a cell."""
+    from ai.postprocess import centre_targets
+    from ai.training.losses import segmentation_loss
+
+    labels = np.zeros((32, 48), np.int32)
+    labels[8:24, 6:24] = 1
+    labels[8:24, 24:42] = 2
+    truth = np.stack([(labels > 0).astype(np.float32), centre_targets(labels)], axis=-1)
+    seam = (labels > 0) & (truth[..., 1] < 0.3) & (np.abs(np.arange(48) - 23.5) < 2)[None, :]
+    core = np.zeros_like(seam)
+    core[np.nonzero(truth[..., 1] > 0.6)[0][: seam.sum()], np.nonzero(truth[..., 1] > 0.6)[1][: seam.sum()]] = True
+    assert seam.sum() == core.sum() > 0
+
+    def loss(wrong: np.ndarray) -> float:
+        pred = np.clip(truth.copy(), 0.02, 0.98)
+        pred[..., 1][wrong] = np.where(truth[..., 1][wrong] < 0.5, 0.9, 0.1)
+        return float(segmentation_loss(truth[None], pred[None]))
+
+    assert loss(seam) > loss(core)
+
+
 def _saved(tmp_path: Path, kind="cls", arch="compact", params=None) -> tuple[Path, object]:
     params = params or {"input_size": 48, "width": 4}
     model = build(kind, arch, **params)

@@ -21,8 +21,18 @@ def dice(y_true, y_pred, smooth: float = 1.0):
     return tversky(y_true, y_pred, fn_weight=0.5, smooth=smooth)
 
 
+RIM_WEIGHT = 4.0  # extra weight of the centre channel on cell rims, where touching cells must part
+
+
 def segmentation_loss(y_true, y_pred):
-    """Foreground: recall-weighted Tversky + BCE; centre (soft distance ramp, watershed seeds): Dice + BCE."""
+    """Foreground: recall-weighted Tversky + BCE; centre (soft distance ramp, watershed seeds): Dice + BCE
+    weighted up on cell rims.
+
+    Most missed cells were merged with a neighbour (error analysis on held-out FOVs: 20 % of true cells
+    merged, 8 % split, 4 % not found): the centre ramp must dip to zero where two cells touch, and those
+    few pixels were drowned by the cells' interiors in an unweighted mean (the U-Net paper's border
+    weighting, in its simplest form).
+    """
     import tensorflow as tf
 
     y_true = tf.cast(y_true, y_pred.dtype)
@@ -30,7 +40,10 @@ def segmentation_loss(y_true, y_pred):
     fg_t, fg_p = y_true[..., 0], y_pred[..., 0]
     c_t, c_p = y_true[..., 1], y_pred[..., 1]
     fg = tversky(fg_t, fg_p) + tf.reduce_mean(bce(fg_t, fg_p))
-    centre = dice(c_t, c_p) + tf.reduce_mean(bce(c_t, c_p))
+    rim = tf.cast(fg_t > 0.5, y_pred.dtype) * tf.cast(c_t < 0.3, y_pred.dtype)
+    weights = 1.0 + RIM_WEIGHT * rim
+    centre_bce = tf.reduce_sum(weights * bce(c_t, c_p))
+    centre = dice(c_t, c_p) + centre_bce / tf.reduce_sum(weights)
     return fg + 2.0 * centre  # the seeds decide cell counts: weigh them above pixel foreground
 
 
