@@ -13,7 +13,16 @@ from datetime import UTC, datetime
 from hl7apy.core import Message
 
 from hl7.codes import ERROR_TEXT, OUTPUT_VERSION, RESPONSES, AckCode, ErrorCode
-from hl7.encoding import OUTBOUND_CHARSET, STANDARD, HeaderError, escape, read_header, segments, unescape
+from hl7.encoding import (
+    OUTBOUND_CHARSET,
+    STANDARD,
+    HeaderError,
+    delimiters_of,
+    escape,
+    first_segment,
+    segments,
+    unescape,
+)
 from hl7.model import MessageHeader
 
 APPLICATION = "MARROWLINK"
@@ -123,9 +132,13 @@ class AckReply:
 
 
 def read_ack(text: str) -> AckReply | None:
-    """MSA and ERR read without hl7apy (the sender's hot path); None when there is no MSA."""
+    """MSA and ERR read without hl7apy (the sender's hot path); None when there is no MSA.
+
+    Only MSH-1/MSH-2 are read from the header: the rest of it does not decide anything here.
+    """
+    msh = first_segment(text)
     try:
-        delims = read_header(text)[1]
+        delims = delimiters_of(msh) if msh.startswith("MSH") else STANDARD
     except HeaderError:
         delims = STANDARD
     segs = segments(text, delims)

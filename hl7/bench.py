@@ -1,7 +1,9 @@
 """`marrowlink bench mllp`: ORU/s through the durable outbox with ACKs over loopback, inbound orders/s.
 
-The LIS peer runs in its own process (LisStandIn), so the numbers are marrowlink's: store → send →
-wait for the matching ACK → record, one message at a time per destination, as in production. ORU
+The LIS peer runs in its own process (`hl7.benchpeer.BenchLis`: it reads only MSH and answers each ORU
+with MSA-2 = its MSH-10, which marrowlink checks as it does any ACK), so the numbers are marrowlink's:
+store → send → wait for the matching ACK → record, one message at a time per destination, as in
+production. Event loops run on uvloop, as `serve`'s does (uvicorn picks uvloop when it is installed). ORU
 payloads are made by `build_oru` once and given distinct MSH-10s by re-rendering MSH through hl7apy,
 because hl7apy needs ~0.1 s to build a full differential ORU; that build rate is reported separately.
 """
@@ -11,20 +13,24 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import time
+from collections.abc import Coroutine
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
 from hl7.ack import new_control_id
+from hl7.benchpeer import BenchLis
 from hl7.codes import CELL_CLASSES
 from hl7.encoding import read_header
 from hl7.inbound import InboundHandler
 from hl7.mllp import MllpConnection, MllpServer
+from hl7.mllp_blocking import BlockingMllpConnection
 from hl7.model import DifferentialResult, OruCase, Patient, PatientId, PersonName, Provider, ResultStatus
 from hl7.oru import build_oru
 from hl7.outbox import Outbox, OutboxDispatcher, RetryPolicy
-from hl7.standin import LisStandIn
+
+T = TypeVar("T")
 
 
 def sample_case(n: int = 1) -> tuple[OruCase, DifferentialResult]:
@@ -66,21 +72,33 @@ def oru_payloads(count: int) -> tuple[list[str], float]:
     return payloads, build_rate
 
 
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop where it is installed: `serve` runs the dispatcher in uvicorn's loop, which
+    is uvloop whenever uvloop is importable, so the benchmark measures the same loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency; a platform without it still runs
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
 def _peer(queue: Any, peers: int) -> None:
     async def main() -> None:
-        standins = [LisStandIn("127.0.0.1", 0, fast=True) for _ in range(peers)]
-        for standin in standins:
-            await standin.start()
-        queue.put([s.port for s in standins])
+        lis = [BenchLis("127.0.0.1", 0) for _ in range(peers)]
+        for peer in lis:
+            await peer.start()
+        queue.put([peer.port for peer in lis])
         await asyncio.Event().wait()
 
-    asyncio.run(main())
+    run_loop(main())
 
 
 async def _send_orus(engine: Engine, payloads: list[str], ports: list[int]) -> dict[str, float]:
     """Results are queued by a producer thread while the dispatcher sends them, as in one `serve`."""
     outbox = Outbox(engine)
-    dispatcher = OutboxDispatcher(engine, RetryPolicy(initial=0.05, poll_interval=0.01))
+    # the default poll interval, as in `serve`: an enqueue in this process wakes the sender at once
+    dispatcher = OutboxDispatcher(engine, RetryPolicy(initial=0.05))
     await dispatcher.start()
     enqueued = 0.0
 
@@ -101,10 +119,10 @@ async def _send_orus(engine: Engine, payloads: list[str], ports: list[int]) -> d
                 held = Outbox(engine).entries(state="held", limit=3)
                 raise RuntimeError(f"ORUs not all acknowledged in time: {outbox.counts()}, held: {held}")
             await asyncio.sleep(0.005)
+        done, cpu = time.perf_counter(), time.process_time() - cpu_started  # all acknowledged and recorded
     finally:
         await asyncio.gather(producer, return_exceptions=True)
         await dispatcher.stop()
-    done, cpu = time.perf_counter(), time.process_time() - cpu_started
     return {
         "enqueue_per_s": len(payloads) / (enqueued - started),
         "oru_per_s": len(payloads) / (done - started),
@@ -114,15 +132,17 @@ async def _send_orus(engine: Engine, payloads: list[str], ports: list[int]) -> d
     }
 
 
-async def _roundtrips(payloads: list[str], port: int) -> float:
+def _roundtrips(payloads: list[str], port: int) -> float:
     """The same messages over one connection with no database at all: the ceiling the outbox is
-    compared with (DESIGN.md §11: report ratios against a peer measured in the same run)."""
-    connection = MllpConnection("127.0.0.1", port)
+    compared with (DESIGN.md §11: report ratios against a peer measured in the same run). The client
+    is the one the outbox's sender threads use."""
+    connection = BlockingMllpConnection("127.0.0.1", port)
+    control_ids = [read_header(payload)[0].control_id for payload in payloads]
     started = time.perf_counter()
-    for payload in payloads:
-        await connection.exchange(payload, read_header(payload)[0].control_id)
+    for payload, control_id in zip(payloads, control_ids, strict=True):
+        connection.exchange(payload, control_id)
     elapsed = time.perf_counter() - started
-    await connection.close()
+    connection.close()
     return len(payloads) / elapsed
 
 
@@ -171,12 +191,12 @@ def run_bench(
     peer.start()
     try:
         ports = queue.get(timeout=60)
-        roundtrip = asyncio.run(_roundtrips(payloads[: max(1, len(payloads) // 3)], ports[0]))
-        oru = asyncio.run(_send_orus(engine, payloads, ports))
+        roundtrip = _roundtrips(payloads[: max(1, len(payloads) // 3)], ports[0])
+        oru = run_loop(_send_orus(engine, payloads, ports))
     finally:
         peer.terminate()
         peer.join(5)
-    inbound = asyncio.run(_receive_orders(engine, handler, orders, clients=4))
+    inbound = run_loop(_receive_orders(engine, handler, orders, clients=4))
     return {
         "database": engine.dialect.name,
         "oru_messages": messages,

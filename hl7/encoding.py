@@ -70,6 +70,16 @@ def decode(raw: bytes) -> tuple[str, str]:
         return raw.decode("latin-1"), "latin-1"
 
 
+def first_segment(text: str) -> str:
+    """The first segment as `normalise_segments(text).split("\\r", 1)[0]` gives it, without rewriting the
+    whole message: the header is read on every hop of an 11 kB ORU (enqueue, the peer, the ACK)."""
+    text = text.lstrip("\r\n ")
+    end = min((i for i in (text.find("\r"), text.find("\n")) if i >= 0), default=len(text))
+    if text and text[-1] in "\r\n ":  # trailing blanks: only a lone segment loses its own
+        end = min(end, len(text.rstrip("\r\n ")))
+    return text[:end]
+
+
 def delimiters_of(msh: str) -> Delimiters:
     """The delimiters an MSH declares; missing ones default to the standard characters."""
     if len(msh) < 4:
@@ -82,8 +92,7 @@ def delimiters_of(msh: str) -> Delimiters:
 
 def read_header(text: str) -> tuple[MessageHeader, Delimiters]:
     """MSH read by hand: works for odd encoding characters, non-standard versions and broken bodies."""
-    text = normalise_segments(text)
-    msh = text.split("\r", 1)[0]
+    msh = first_segment(text)
     if not msh.startswith("MSH"):
         raise HeaderError("message does not start with an MSH segment")
     delims = delimiters_of(msh)

@@ -185,6 +185,17 @@ def _too_large_answer(head: bytes, limit: int) -> str | None:
     return build_ack(header, AckCode.REJECT, error_code=ErrorCode.INTERNAL_ERROR, reason=reason).to_er7()
 
 
+def match_ack(body: bytes, control_id: str, ignored: list[str], peer: str) -> AckReply | None:
+    """The answer in `body` if its MSA-2 is `control_id`; anything else is logged and kept in `ignored`."""
+    text = decode(body)[0]
+    reply = read_ack(text)
+    if reply is not None and reply.control_id == control_id:
+        return reply
+    log.warning("MLLP %s: ignoring answer not for %s: %r", peer, control_id, text[:200])
+    ignored.append(text)
+    return None
+
+
 class MllpConnection:
     """One client connection that sends a message and waits for the ACK whose MSA-2 matches.
 
@@ -254,12 +265,9 @@ class MllpConnection:
             if not data:
                 raise ConnectionResetError("peer closed the connection before answering")
             for body in self._decoder.feed(data):
-                text = decode(body)[0]
-                reply = read_ack(text)
-                if reply is not None and reply.control_id == control_id:
+                reply = match_ack(body, control_id, self.ignored, f"{self.host}:{self.port}")
+                if reply is not None:
                     return reply
-                log.warning("MLLP %s:%d: ignoring answer not for %s: %r", self.host, self.port, control_id, text[:200])
-                self.ignored.append(text)
 
 
 async def send_message(host: str, port: int, message: str, *, ack_timeout: float = 10.0) -> AckReply:

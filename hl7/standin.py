@@ -1,8 +1,8 @@
 """A small LIS stand-in: receives any HL7 message over MLLP, reports it, answers ACK (AA/AE/AR).
 
-For integrators (`marrowlink hl7 listen`) and for the benchmark's peer. It keeps one hl7apy ACK message
-per answer code and only changes MSH-7/MSH-10/MSA-2/MSH-5/6 per message: building a fresh hl7apy
-message costs ~2 ms, which would make the stand-in, not marrowlink, the bottleneck being measured.
+For integrators (`marrowlink hl7 listen`) and the demo; the benchmark's peer is `hl7.benchpeer`. It keeps
+one hl7apy ACK message per answer code and only changes MSH-7/MSH-10/MSA-2/MSH-5/6 per message: building a
+fresh hl7apy message costs ~2 ms per answer.
 """
 
 from __future__ import annotations
@@ -27,18 +27,6 @@ class _AckTemplate:
         reason = "" if code is AckCode.ACCEPT else "refused by the LIS stand-in"
         self.message: Message = build_ack(header, code, error_code=error, reason=reason)
 
-    def fast_answer(self, header: MessageHeader) -> str:
-        """The benchmark peer's answer: hl7apy's rendering of the template with MSH-10 and MSA-2 replaced.
-
-        Only for `bench mllp`'s peer process (which stands for a LIS, not for marrowlink); marrowlink's
-        own answers are always built field by field through hl7apy.
-        """
-        if not hasattr(self, "_rendered"):
-            self.message.msh.msh_10.value = "\x00CID\x00"
-            self.message.msa.msa_2.value = "\x00MSA\x00"
-            self._rendered = self.message.to_er7()
-        return self._rendered.replace("\x00CID\x00", new_control_id()).replace("\x00MSA\x00", escape(header.control_id))
-
     def answer(self, header: MessageHeader) -> str:
         msh = self.message.msh
         msh.msh_5.hd_1.value = escape(header.sending_application)
@@ -60,12 +48,10 @@ class LisStandIn:
         *,
         answer: Callable[[MessageHeader, str], AckCode] | None = None,
         on_message: Callable[[MessageHeader, str], None] | None = None,
-        fast: bool = False,
     ) -> None:
         self.host, self.port = host, port
         self.answer = answer or (lambda header, text: AckCode.ACCEPT)
         self.on_message = on_message
-        self.fast = fast
         self.received: list[MessageHeader] = []
         self._templates = {code: _AckTemplate(code) for code in AckCode}
         self._server: asyncio.Server | None = None
@@ -108,7 +94,7 @@ class LisStandIn:
                     if self.on_message is not None:
                         self.on_message(header, text)
                     template = self._templates[self.answer(header, text)]
-                    writer.write(frame(template.fast_answer(header) if self.fast else template.answer(header)))
+                    writer.write(frame(template.answer(header)))
                 await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
