@@ -16,17 +16,15 @@ from sqlalchemy import Engine
 from sqlmodel import Session, select
 
 from acquisition.metafer import ScanManifest
-from acquisition.wsi import Equipment, FovCapture, Patient, SlideContext, encode_slide
-from acquisition.wsi.tiles import decode_image
+from acquisition.wsi import Equipment, Patient, SlideContext
+from acquisition.wsi.manifest import ScanImportError, encode_manifest
 from dicom_store import Store
 from integration.cases import Case, Slide, audit
 from integration.cases import Patient as PatientRow
 
 log = logging.getLogger(__name__)
 
-
-class ScanImportError(RuntimeError):
-    """A scan that cannot be imported; the message says which file or field and why."""
+__all__ = ["ImportedScan", "ScanImportError", "build_context", "encode_manifest", "import_scan", "study_uid_for"]
 
 
 @dataclass(frozen=True)
@@ -106,43 +104,6 @@ def build_context(
             microscope=manifest.equipment.microscope,
         ),
         acquisition_datetime=acquired,
-    )
-
-
-def encode_manifest(manifest: ScanManifest, context: SlideContext):  # type: ignore[no-untyped-def]
-    overview = manifest.overview
-    if overview is None:
-        raise ScanImportError(f"{manifest.path}: the export has no overview image")
-    fovs = manifest.fovs
-    if not fovs:
-        raise ScanImportError(f"{manifest.path}: the export has no FOV images")
-
-    def loader(path: Path):  # type: ignore[no-untyped-def]
-        def load():  # type: ignore[no-untyped-def]
-            try:
-                return decode_image(path.read_bytes())
-            except Exception as exc:
-                raise ScanImportError(f"{path}: cannot decode image: {exc}") from exc
-
-        return load
-
-    overview_pixels = loader(overview.file)()
-    if overview_pixels.shape[:2] != (overview.height, overview.width):
-        raise ScanImportError(
-            f"{overview.file}: image is {overview_pixels.shape[1]}x{overview_pixels.shape[0]}, "
-            f"manifest says {overview.width}x{overview.height}"
-        )
-    captures = [FovCapture(f.x_um, f.y_um, f.width, f.height, loader(f.file), f.focus_um) for f in fovs]
-    magnifications = manifest.objectives
-    return encode_slide(
-        overview=overview_pixels,
-        overview_origin_um=(overview.x_um, overview.y_um),
-        overview_pixel_size_um=overview.pixel_size_um,
-        fovs=captures,
-        fov_pixel_size_um=fovs[0].pixel_size_um,
-        context=context,
-        overview_objective_power=magnifications["overview"].magnification if "overview" in magnifications else 10.0,
-        fov_objective_power=magnifications["fov"].magnification if "fov" in magnifications else 40.0,
     )
 
 

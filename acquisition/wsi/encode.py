@@ -14,18 +14,16 @@ import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
 from pydicom.tag import Tag
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage
 
 from acquisition.wsi import modules
 from acquisition.wsi.context import SlideContext
 from acquisition.wsi.geometry import PixelGrid
-from acquisition.wsi.tiles import PlacedFov, SparseTile, pyramid, tile_full, tile_sparse
+from acquisition.wsi.tiles import PlacedFov, SparseTile, collect_full, pool, pyramid, submit_full, tile_sparse
 
 TILE = 256
 _COLUMN_POSITION = 0x0048021E
@@ -67,45 +65,58 @@ def encode_slide(
     overview_grid = PixelGrid(
         overview_origin_um[0], overview_origin_um[1], overview_pixel_size_um, overview.shape[1], overview.shape[0]
     )
-    datasets = []
-    number = 1
-    if fovs:
-        fov_grid = PixelGrid(
-            overview_origin_um[0],
-            overview_origin_um[1],
-            fov_pixel_size_um,
-            int(np.ceil(overview_grid.width_mm * 1000 / fov_pixel_size_um)),
-            int(np.ceil(overview_grid.height_mm * 1000 / fov_pixel_size_um)),
-        )
-        placed = []
-        for fov in fovs:
-            column, row = fov_grid.stage_to_pixel(fov.x_um, fov.y_um)
-            placed.append(PlacedFov(round(column), round(row), fov.width, fov.height, fov.load))
-        sparse = tile_sparse(placed, tile, fov_grid.columns, fov_grid.rows)
-        datasets.append(
-            _sparse_level(sparse, fov_grid, context, tile=tile, objective_power=fov_objective_power, number=number)
-        )
-        number += 1
-    for index, level in enumerate(pyramid(overview, tile)):
-        scale = overview.shape[1] / level.shape[1]
-        grid = PixelGrid(
-            overview_grid.origin_x_um,
-            overview_grid.origin_y_um,
-            overview_pixel_size_um * scale,
-            level.shape[1],
-            level.shape[0],
-        )
-        frames = tile_full(level, tile)
-        image_type = (
-            ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"] if index == 0 else ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"]
-        )
-        ds = _base(
-            context, grid, image_type=image_type, tile=tile, objective_power=overview_objective_power, number=number
-        )
-        ds.DimensionOrganizationType = "TILED_FULL"
-        _pixels(ds, frames, grid, tile)
-        datasets.append(ds)
-        number += 1
+    # One pool for the whole slide: the overview levels are queued first and encode while the FOVs
+    # are still being decoded, so both cores stay busy to the end.
+    executor = pool()
+    try:
+        levels = []
+        for level in pyramid(overview, tile):
+            levels.append((level.shape[1], level.shape[0], submit_full(executor, level, tile)))
+        sparse_level = None
+        if fovs:
+            fov_grid = PixelGrid(
+                overview_origin_um[0],
+                overview_origin_um[1],
+                fov_pixel_size_um,
+                int(np.ceil(overview_grid.width_mm * 1000 / fov_pixel_size_um)),
+                int(np.ceil(overview_grid.height_mm * 1000 / fov_pixel_size_um)),
+            )
+            placed = []
+            for fov in fovs:
+                column, row = fov_grid.stage_to_pixel(fov.x_um, fov.y_um)
+                placed.append(PlacedFov(round(column), round(row), fov.width, fov.height, fov.load))
+            sparse = tile_sparse(placed, tile, fov_grid.columns, fov_grid.rows, executor=executor)
+            sparse_level = _sparse_level(
+                sparse, fov_grid, context, tile=tile, objective_power=fov_objective_power, number=1
+            )
+            del sparse  # the frames now live only in the level's Pixel Data
+        datasets = [] if sparse_level is None else [sparse_level]
+        for index, (columns, rows, jobs) in enumerate(levels):
+            grid = PixelGrid(
+                overview_grid.origin_x_um,
+                overview_grid.origin_y_um,
+                overview_pixel_size_um * (overview.shape[1] / columns),
+                columns,
+                rows,
+            )
+            image_type = (
+                ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+                if index == 0
+                else ["DERIVED", "PRIMARY", "VOLUME", "RESAMPLED"]
+            )
+            ds = _base(
+                context,
+                grid,
+                image_type=image_type,
+                tile=tile,
+                objective_power=overview_objective_power,
+                number=len(datasets) + 1,
+            )
+            ds.DimensionOrganizationType = "TILED_FULL"
+            _pixels(ds, collect_full(jobs), grid, tile)
+            datasets.append(ds)
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)
     return datasets
 
 
@@ -121,6 +132,8 @@ def _align_to_power_of_two(
     target = fov_pixel_size_um * 2 ** max(0, round(np.log2(ratio)))
     if abs(target - overview_pixel_size_um) / target < 0.005:
         return overview, overview_pixel_size_um
+    import cv2
+
     scale = overview_pixel_size_um / target
     size = (max(1, round(overview.shape[1] * scale)), max(1, round(overview.shape[0] * scale)))
     interpolation = cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
@@ -179,7 +192,7 @@ def _pixels(ds: Dataset, frames: list[bytes], grid: PixelGrid, tile: int) -> Non
     ds.LossyImageCompression = "01"
     ds.LossyImageCompressionRatio = round(raw / max(1, sum(len(f) for f in frames)), 2)
     ds.LossyImageCompressionMethod = "ISO_10918_1"
-    ds.PixelData = encapsulate(frames)
+    ds.PixelData = encapsulate_frames(frames)
     ds["PixelData"].VR = "OB"
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = ds.SOPClassUID
@@ -194,6 +207,30 @@ def _pixels(ds: Dataset, frames: list[bytes], grid: PixelGrid, tile: int) -> Non
 
 
 _PER_FRAME = 0x52009230
+_ITEM = struct.Struct("<HHI")
+
+
+def encapsulate_frames(frames: Sequence[bytes]) -> bytes:
+    """Encapsulated Pixel Data (PS3.5 A.4): the Basic Offset Table, then one fragment per frame.
+
+    The bytes pydicom's ``encapsulate(frames)`` makes (the writer adds the Sequence Delimitation Item),
+    joined in one go: one copy of the frames instead of three, a slide's worth of memory at the peak.
+    """
+    parts = [b""]
+    offsets = []
+    offset = 0
+    for frame in frames:
+        odd = len(frame) & 1
+        offsets.append(offset)
+        parts.append(_ITEM.pack(0xFFFE, 0xE000, len(frame) + odd))
+        parts.append(frame)
+        if odd:
+            parts.append(b"\x00")
+        offset += 8 + len(frame) + odd
+    if offsets and offsets[-1] > 0xFFFFFFFF:
+        raise ValueError("encapsulated frames exceed the 4 GiB a Basic Offset Table can address")
+    parts[0] = _ITEM.pack(0xFFFE, 0xE000, 4 * len(offsets)) + struct.pack(f"<{len(offsets)}I", *offsets)
+    return b"".join(parts)
 
 
 def _element(tag: int, vr: bytes, value: bytes) -> bytes:

@@ -10,14 +10,21 @@ SCT 14766002 Aspiration (CID 8109).
 from __future__ import annotations
 
 from functools import cache
+from typing import NamedTuple
 
-import highdicom as hd
-from PIL import ImageCms
 from pydicom.dataset import Dataset
-from pydicom.sr.coding import Code
 
 from acquisition.wsi.context import SlideContext
 from acquisition.wsi.geometry import IMAGE_ORIENTATION_SLIDE, PixelGrid
+
+
+class Code(NamedTuple):
+    """A coded concept. Not pydicom's Code: importing pydicom.sr loads all of DICOM's code tables."""
+
+    value: str
+    scheme_designator: str
+    meaning: str
+
 
 BONE_MARROW = Code("14016003", "SCT", "Bone marrow")
 SMEAR_SAMPLE = Code("258433009", "SCT", "Smear sample")
@@ -25,8 +32,13 @@ MGG_STAIN = Code("255803006", "SCT", "May-Grunwald Giemsa stain")
 MICROSCOPE_SLIDE = Code("433466003", "SCT", "Microscope slide")
 BRIGHTFIELD = Code("111744", "DCM", "Brightfield illumination")
 FULL_SPECTRUM = Code("414298005", "SCT", "Full Spectrum")
-SPECIMEN_COLLECTION = Code("17636008", "SCT", "Specimen collection")
 ASPIRATION = Code("14766002", "SCT", "Aspiration")
+# The concepts of a Specimen Preparation Step (TID 8001), spelled as highdicom spells them.
+SPECIMEN_IDENTIFIER = Code("121041", "DCM", "Specimen Identifier")
+PROCESSING_TYPE = Code("111701", "DCM", "Processing type")
+SPECIMEN_COLLECTION = Code("17636008", "SCT", "specimen collection")
+STAINING = Code("127790008", "SCT", "Staining")
+USING_SUBSTANCE = Code("424361007", "SCT", "Using substance (attribute)")
 
 
 def _code_item(code: Code) -> Dataset:
@@ -40,6 +52,8 @@ def _code_item(code: Code) -> Dataset:
 @cache
 def srgb_icc_profile() -> bytes:
     """An sRGB ICC profile: colour images need one (Optical Path module, C.8.12.5) and viewers use it."""
+    from PIL import ImageCms
+
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
@@ -81,25 +95,41 @@ def specimen(ds: Dataset, context: SlideContext) -> None:
     ds.ContainerIdentifier = context.container_identifier
     ds.IssuerOfTheContainerIdentifierSequence = []
     ds.ContainerTypeCodeSequence = [_code_item(MICROSCOPE_SLIDE)]
-    steps = [
-        hd.SpecimenPreparationStep(
-            specimen_id=context.container_identifier,
-            processing_procedure=hd.SpecimenCollection(procedure=ASPIRATION),
-        ),
-        hd.SpecimenPreparationStep(
-            specimen_id=context.container_identifier,
-            processing_procedure=hd.SpecimenStaining(substances=[MGG_STAIN]),
-        ),
+    identifier = context.container_identifier
+    description = Dataset()
+    description.PrimaryAnatomicStructureSequence = [_code_item(BONE_MARROW)]
+    description.SpecimenIdentifier = identifier
+    description.SpecimenUID = context.specimen_uid
+    description.IssuerOfTheSpecimenIdentifierSequence = []
+    description.SpecimenTypeCodeSequence = [_code_item(SMEAR_SAMPLE)]
+    description.SpecimenShortDescription = "Bone marrow aspirate smear, MGG"
+    description.SpecimenPreparationSequence = [
+        _preparation_step(identifier, [(PROCESSING_TYPE, SPECIMEN_COLLECTION), (SPECIMEN_COLLECTION, ASPIRATION)]),
+        _preparation_step(identifier, [(PROCESSING_TYPE, STAINING), (USING_SUBSTANCE, MGG_STAIN)]),
     ]
-    description = hd.SpecimenDescription(
-        specimen_id=context.container_identifier,
-        specimen_uid=context.specimen_uid,
-        specimen_preparation_steps=steps,
-        primary_anatomic_structures=[BONE_MARROW],
-        specimen_type=SMEAR_SAMPLE,
-        specimen_short_description="Bone marrow aspirate smear, MGG",
-    )
     ds.SpecimenDescriptionSequence = [description]
+
+
+def _preparation_step(identifier: str, codes: list[tuple[Code, Code]]) -> Dataset:
+    """One Specimen Preparation Step (TID 8001): the specimen's identifier, then coded name/value pairs.
+
+    Built by hand as highdicom's SpecimenPreparationStep builds it (tests compare the two), without
+    importing highdicom on the encode path.
+    """
+    text = Dataset()
+    text.ValueType = "TEXT"
+    text.ConceptNameCodeSequence = [_code_item(SPECIMEN_IDENTIFIER)]
+    text.TextValue = identifier
+    items = [text]
+    for name, value in codes:
+        item = Dataset()
+        item.ValueType = "CODE"
+        item.ConceptNameCodeSequence = [_code_item(name)]
+        item.ConceptCodeSequence = [_code_item(value)]
+        items.append(item)
+    step = Dataset()
+    step.SpecimenPreparationStepContentItemSequence = items
+    return step
 
 
 def optical_path(ds: Dataset, *, objective_power: float) -> None:

@@ -1,33 +1,42 @@
 """Cutting images into grid-aligned JPEG tiles: the overview pyramid and the sparse 40x level.
 
-Every FOV is decoded once and every tile encoded once (libjpeg-turbo through imagecodecs, which
-releases the GIL, so encoding runs on all cores). Where FOVs overlap, the earlier FOV in scan order
-wins: the scan list is ranked by AOI quality, so the better field keeps its pixels.
+Every FOV is decoded once and every tile encoded once, all on worker threads (libjpeg-turbo through
+imagecodecs releases the GIL, so decoding and encoding use every core while the calling thread only
+keeps the books). One job per FOV decodes it, encodes the tiles that lie wholly inside it and no
+other FOV, and hands back copies of the pieces of the tiles it shares with another FOV or the
+matrix edge; a shared tile is composited and encoded once all its pieces are in. Where FOVs overlap,
+the earlier FOV in scan order wins: the scan list is ranked by AOI quality, so the better field keeps
+its pixels.
 """
 
 from __future__ import annotations
 
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
-import cv2
 import imagecodecs
 import numpy as np
 
 BACKGROUND = 255  # glass is white in brightfield
 JPEG_QUALITY = 90
 
+Key = tuple[int, int]  # (tile row, tile column)
+
 
 def encode_tile(pixels: np.ndarray, quality: int = JPEG_QUALITY) -> bytes:
     """JPEG baseline, 4:2:2 chroma subsampling, matching Photometric Interpretation YBR_FULL_422."""
+    # A contiguous copy first: libjpeg-turbo reads a 256-px tile cut from a 2048-px row slower than
+    # the copy costs.
     return imagecodecs.jpeg8_encode(np.ascontiguousarray(pixels), level=quality, subsampling="422")
 
 
 def decode_image(data: bytes) -> np.ndarray:
     """Decode JPEG/PNG/TIFF bytes to RGB uint8."""
-    image = imagecodecs.imread(data)
+    # JPEG straight to libjpeg-turbo: imread would first try to guess the format.
+    image = imagecodecs.jpeg8_decode(data) if data[:3] == b"\xff\xd8\xff" else imagecodecs.imread(data)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
     if image.shape[2] == 4:
@@ -37,30 +46,47 @@ def decode_image(data: bytes) -> np.ndarray:
     return image
 
 
-def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)))
+def workers() -> int:
+    """Codec threads: one per core (the calling thread mostly waits), at most four."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def pool() -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers(), thread_name_prefix="wsi-tiles")
+
+
+def _pad(block: np.ndarray, tile: int) -> np.ndarray:
+    if block.shape[0] == tile and block.shape[1] == tile:
+        return block
+    padded = np.full((tile, tile, 3), BACKGROUND, dtype=np.uint8)
+    padded[: block.shape[0], : block.shape[1]] = block
+    return padded
+
+
+def _encode_row(image: np.ndarray, top: int, tile: int, quality: int) -> list[bytes]:
+    strip = image[top : top + tile]
+    return [encode_tile(_pad(strip[:, left : left + tile], tile), quality) for left in range(0, image.shape[1], tile)]
+
+
+def submit_full(executor: Executor, image: np.ndarray, tile: int, quality: int = JPEG_QUALITY) -> list[Future]:
+    """Queue a TILED_FULL level's frames, one job per row of tiles; `collect_full` gathers them."""
+    return [executor.submit(_encode_row, image, top, tile, quality) for top in range(0, image.shape[0], tile)]
+
+
+def collect_full(jobs: Sequence[Future]) -> list[bytes]:
+    return [frame for job in jobs for frame in job.result()]
 
 
 def tile_full(image: np.ndarray, tile: int, quality: int = JPEG_QUALITY) -> list[bytes]:
     """TILED_FULL frames, row-major; edge tiles padded with background."""
-    rows, columns = image.shape[:2]
-    tiles_down, tiles_across = -(-rows // tile), -(-columns // tile)
-
-    def cut(index: int) -> bytes:
-        tr, tc = divmod(index, tiles_across)
-        block = image[tr * tile : (tr + 1) * tile, tc * tile : (tc + 1) * tile]
-        if block.shape[0] != tile or block.shape[1] != tile:
-            padded = np.full((tile, tile, 3), BACKGROUND, dtype=np.uint8)
-            padded[: block.shape[0], : block.shape[1]] = block
-            block = padded
-        return encode_tile(block, quality)
-
-    with _pool() as pool:
-        return list(pool.map(cut, range(tiles_down * tiles_across)))
+    with pool() as executor:
+        return collect_full(submit_full(executor, image, tile, quality))
 
 
 def pyramid(image: np.ndarray, tile: int) -> Iterator[np.ndarray]:
     """The image, then halved (area averaging) until it fits in one tile."""
+    import cv2
+
     level = image
     yield level
     while level.shape[0] > tile or level.shape[1] > tile:
@@ -87,12 +113,25 @@ class SparseTile:
     jpeg: bytes
 
 
+# A piece of a shared tile: (FOV index, top and left inside the tile, a copy of the FOV's pixels).
+_Piece = tuple[int, int, int, np.ndarray]
+
+
 def tile_sparse(
-    fovs: Sequence[PlacedFov], tile: int, columns: int, rows: int, quality: int = JPEG_QUALITY
+    fovs: Sequence[PlacedFov],
+    tile: int,
+    columns: int,
+    rows: int,
+    quality: int = JPEG_QUALITY,
+    executor: Executor | None = None,
 ) -> list[SparseTile]:
-    """Re-tile FOVs onto the level's grid (position // tile), clipped to the matrix, sorted row-major."""
-    pending: dict[tuple[int, int], int] = {}
-    spans = []
+    """Re-tile FOVs onto the level's grid (position // tile), clipped to the matrix, sorted row-major.
+
+    Runs its jobs on `executor` when given (so a caller can keep other work, the overview levels, on
+    the same threads), else on a pool of its own.
+    """
+    spans: list[list[Key]] = []
+    sharing: dict[Key, int] = {}  # how many FOVs touch each tile
     for fov in fovs:
         c0, r0 = max(fov.column, 0), max(fov.row, 0)
         c1, r1 = min(fov.column + fov.width, columns), min(fov.row + fov.height, rows)
@@ -104,62 +143,104 @@ def tile_sparse(
         ]
         spans.append(keys)
         for key in keys:
-            pending[key] = pending.get(key, 0) + 1
-
-    canvases: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
-    futures: dict[tuple[int, int], tuple[Future[list[bytes]], int]] = {}
-    with _pool() as pool, _pool() as loaders:
-        # Decode a few FOVs ahead on other threads while this one is cut and encoded; the look-ahead
-        # is bounded so memory stays at a handful of decoded FOVs whatever the scan size.
-        wanted = [fov for fov, keys in zip(fovs, spans, strict=True) if keys]
-        wanted_keys = [keys for keys in spans if keys]
-        ahead = 3
-        loading = [loaders.submit(fov.load) for fov in wanted[:ahead]]
-        for index, (fov, keys) in enumerate(zip(wanted, wanted_keys, strict=True)):
-            pixels = loading[index].result()
-            loading[index] = None  # type: ignore[call-overload]
-            if index + ahead < len(wanted):
-                loading.append(loaders.submit(wanted[index + ahead].load))
-            if pixels.shape[0] != fov.height or pixels.shape[1] != fov.width:
-                raise ValueError(f"FOV image is {pixels.shape[1]}x{pixels.shape[0]}, expected {fov.width}x{fov.height}")
-            ready: list[tuple[tuple[int, int], np.ndarray]] = []
-            for key in keys:
-                tr, tc = key
-                y0, x0 = max(tr * tile, fov.row), max(tc * tile, fov.column)
-                y1 = min((tr + 1) * tile, fov.row + fov.height, rows)
-                x1 = min((tc + 1) * tile, fov.column + fov.width, columns)
-                source = pixels[y0 - fov.row : y1 - fov.row, x0 - fov.column : x1 - fov.column]
-                pending[key] -= 1
-                if key not in canvases and pending[key] == 0 and source.shape[:2] == (tile, tile):
-                    # The common case: an interior tile of one FOV, encoded straight from the FOV.
-                    ready.append((key, source))
-                    continue
-                target = (slice(y0 - tr * tile, y1 - tr * tile), slice(x0 - tc * tile, x1 - tc * tile))
-                if key not in canvases:
-                    canvas = np.full((tile, tile, 3), BACKGROUND, dtype=np.uint8)
-                    filled = np.zeros((tile, tile), dtype=bool)
-                    canvas[target] = source
-                    canvases[key] = (canvas, filled)
-                else:
-                    canvas, filled = canvases[key]
-                    free = ~filled[target]
-                    canvas[target][free] = source[free]
-                filled[target] = True
-                if pending[key] == 0:
-                    ready.append((key, canvas))
-                    del canvases[key]
-            # A few batches per FOV rather than a task per tile: thread hand-offs cost more than
-            # the Python side of cutting a tile.
-            for start in range(0, len(ready), _BATCH):
-                batch = ready[start : start + _BATCH]
-                job = pool.submit(_encode_batch, [block for _, block in batch], quality)
-                for position, (key, _) in enumerate(batch):
-                    futures[key] = (job, position)
-    return [SparseTile(tr, tc, futures[(tr, tc)][0].result()[futures[(tr, tc)][1]]) for tr, tc in sorted(futures)]
+            sharing[key] = sharing.get(key, 0) + 1
+    if executor is None:
+        with pool() as own:
+            return _tile_sparse(fovs, spans, sharing, tile, columns, rows, quality, own)
+    return _tile_sparse(fovs, spans, sharing, tile, columns, rows, quality, executor)
 
 
-_BATCH = 16
+def _tile_sparse(
+    fovs: Sequence[PlacedFov],
+    spans: list[list[Key]],
+    sharing: dict[Key, int],
+    tile: int,
+    columns: int,
+    rows: int,
+    quality: int,
+    executor: Executor,
+) -> list[SparseTile]:
+    wanted = iter([(index, fov, keys) for index, (fov, keys) in enumerate(zip(fovs, spans, strict=True)) if keys])
+    jobs: deque[Future[tuple[list[tuple[Key, bytes]], list[tuple[Key, _Piece]]]]] = deque()
+
+    def submit_next() -> None:
+        item = next(wanted, None)
+        if item is not None:
+            jobs.append(executor.submit(_fov_job, *item, sharing, tile, columns, rows, quality))
+
+    # A few FOVs in flight beyond the busy threads keeps every core fed while memory stays at a
+    # handful of decoded FOVs, whatever the scan size.
+    for _ in range(workers() + 2):
+        submit_next()
+    frames: dict[Key, bytes] = {}
+    missing = dict(sharing)
+    pieces: dict[Key, list[_Piece]] = {}
+    complete: list[tuple[Key, list[_Piece]]] = []
+    composites: list[Future[list[tuple[Key, bytes]]]] = []
+    try:
+        while jobs:
+            whole, parts = jobs.popleft().result()
+            submit_next()
+            for key, frame in whole:
+                frames[key] = frame
+                del missing[key]
+            for key, piece in parts:
+                pieces.setdefault(key, []).append(piece)
+                missing[key] -= 1
+                if missing[key] == 0:
+                    complete.append((key, pieces.pop(key)))
+                    del missing[key]
+            if len(complete) >= _BATCH or (complete and not jobs):
+                composites.append(executor.submit(_composite_batch, complete, tile, quality))
+                complete = []
+        for composite in composites:
+            frames.update(composite.result())
+    except BaseException:
+        for job in jobs:
+            job.cancel()
+        raise
+    return [SparseTile(tr, tc, frames[(tr, tc)]) for tr, tc in sorted(frames)]
 
 
-def _encode_batch(blocks: list[np.ndarray], quality: int) -> list[bytes]:
-    return [encode_tile(block, quality) for block in blocks]
+_BATCH = 16  # shared tiles per compositing job: thread hand-offs cost more than one tile's Python
+
+
+def _fov_job(
+    index: int,
+    fov: PlacedFov,
+    keys: list[Key],
+    sharing: dict[Key, int],
+    tile: int,
+    columns: int,
+    rows: int,
+    quality: int,
+) -> tuple[list[tuple[Key, bytes]], list[tuple[Key, _Piece]]]:
+    """Decode one FOV; encode its own whole tiles, copy out its pieces of shared ones."""
+    pixels = fov.load()
+    if pixels.shape[0] != fov.height or pixels.shape[1] != fov.width:
+        raise ValueError(f"FOV image is {pixels.shape[1]}x{pixels.shape[0]}, expected {fov.width}x{fov.height}")
+    whole: list[tuple[Key, bytes]] = []
+    parts: list[tuple[Key, _Piece]] = []
+    for key in keys:
+        tr, tc = key
+        y0, x0 = max(tr * tile, fov.row), max(tc * tile, fov.column)
+        y1 = min((tr + 1) * tile, fov.row + fov.height, rows)
+        x1 = min((tc + 1) * tile, fov.column + fov.width, columns)
+        source = pixels[y0 - fov.row : y1 - fov.row, x0 - fov.column : x1 - fov.column]
+        if sharing[key] == 1 and y1 - y0 == tile and x1 - x0 == tile:
+            whole.append((key, encode_tile(source, quality)))
+        else:
+            parts.append((key, (index, y0 - tr * tile, x0 - tc * tile, source.copy())))
+    return whole, parts
+
+
+def _composite_batch(batch: list[tuple[Key, list[_Piece]]], tile: int, quality: int) -> list[tuple[Key, bytes]]:
+    canvas = np.empty((tile, tile, 3), dtype=np.uint8)
+    encoded = []
+    for key, parts in batch:
+        canvas.fill(BACKGROUND)
+        # Latest FOV first, so each earlier one paints over it: the earliest FOV wins every pixel.
+        for _, top, left, block in sorted(parts, key=lambda part: part[0], reverse=True):
+            canvas[top : top + block.shape[0], left : left + block.shape[1]] = block
+        encoded.append((key, encode_tile(canvas, quality)))
+    return encoded
