@@ -7,7 +7,10 @@
 - QIDO-RS p50 with 10k and 100k instances in the index (rows inserted directly, for speed).
 
 Servers run as subprocesses so that the load generator and the server are separate processes, as in
-production. ``run()`` returns a dict; ``python -m dicom_store.bench_dicomweb --json`` prints it.
+production. ``marrowlink bench store`` passes a ``ServeCommand``: ours is then ``marrowlink serve`` as a
+site runs it (its HTTP worker processes, migrated index). ``run()`` returns a dict;
+``python -m dicom_store.bench_dicomweb --json`` prints it (there with ``--workers`` processes of a
+bare uvicorn over the app).
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from dicom_store.dicomweb.loadtest import (
     BENCH_TOKEN,
     ORTHANC,
     OrthancPeer,
+    ServeCommand,
     ServerUnderTest,
     check_frame,
     index_engine,
@@ -141,6 +145,11 @@ def fill_index(engine, instances: int, per_study: int = 10) -> dict[str, str]:  
 # ---- our server ------------------------------------------------------------------------------------------
 
 
+def _open_index(serve: ServeCommand | None) -> Any:
+    """The index the server under test expects: the production one (migrated) or the bare tables."""
+    return serve.open_index if serve is not None else index_engine
+
+
 def bench_frames(
     folder: Path,
     *,
@@ -150,6 +159,8 @@ def bench_frames(
     orthanc: bool = True,
     stack: str = "api",
     rounds: int = 3,
+    serve: ServeCommand | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
     """Ours and Orthanc's raw route measured in alternation (``rounds`` times each), both servers up.
 
@@ -163,7 +174,7 @@ def bench_frames(
     uids = make_wsi(wsi, frames)
     from dicom_store.store import Store
 
-    engine = index_engine(f"sqlite:///{data}/index.sqlite3")
+    engine = _open_index(serve)(f"sqlite:///{data}/index.sqlite3")
     Store(engine, data / "blobs").store_file(wsi)
     engine.dispose()
     first = _first_frame(wsi)
@@ -176,7 +187,8 @@ def bench_frames(
         "rounds": rounds,
         "accept": ACCEPT,
     }
-    server = ServerUnderTest(data, stack)
+    server = ServerUnderTest(data, stack, command=serve, workers=workers)
+    result["http_processes"] = server.workers
     peer = OrthancPeer(folder) if orthanc and Path(ORTHANC).exists() else None
     try:
         check_frame(f"{server.url}{path}1", ACCEPT, first)
@@ -191,7 +203,7 @@ def bench_frames(
                 frames,
                 seconds=seconds,
                 connections=connections,
-                server_pid=server.process.pid,
+                server_pid=server.pids,
             )
 
         ours()  # warm-up: page cache, frame-table cache, connections
@@ -217,8 +229,11 @@ def bench_frames(
             ours_runs.append(ours())
             if raw is not None:
                 raw_runs.append(raw())
-        result["marrowlink"] = _summary(ours_runs) | {"stack": stack}
-        ceiling = ServerUnderTest(data, "ceiling")  # same HTTP server, a handler that does nothing
+        result["marrowlink"] = _summary(ours_runs) | {
+            "stack": "marrowlink serve" if serve is not None and stack == "api" else stack
+        }
+        # the same HTTP server in as many processes, with a handler that does nothing
+        ceiling = ServerUnderTest(data, "ceiling", workers=server.workers)
         try:
             host = f"http://127.0.0.1:{ceiling.port}"
             result["uvicorn_constant_answer"] = wrk_frames(
@@ -228,7 +243,7 @@ def bench_frames(
                 frames,
                 seconds=seconds,
                 connections=connections,
-                server_pid=ceiling.process.pid,
+                server_pid=ceiling.pids,
             )
         finally:
             ceiling.stop()
@@ -294,11 +309,19 @@ def _first_frame(path: Path) -> bytes:
         os.close(fd)
 
 
-def bench_stow(folder: Path, *, frames: int = 4720, copies: int = 4, orthanc: bool = True) -> dict[str, Any]:
+def bench_stow(
+    folder: Path,
+    *,
+    frames: int = 4720,
+    copies: int = 4,
+    orthanc: bool = True,
+    serve: ServeCommand | None = None,
+    workers: int = 1,
+) -> dict[str, Any]:
     """STOW-RS MB/s: ``copies`` WSI levels (distinct UIDs) in one multipart request, ours and Orthanc's."""
     data = folder / "stow-data"
     (data / "blobs").mkdir(parents=True)
-    index_engine(f"sqlite:///{data}/index.sqlite3").dispose()
+    _open_index(serve)(f"sqlite:///{data}/index.sqlite3").dispose()
     parts = []
     for copy in range(copies):
         path = data / f"level{copy}.dcm"
@@ -334,7 +357,7 @@ def bench_stow(folder: Path, *, frames: int = 4720, copies: int = 4, orthanc: bo
             raise AssertionError(f"STOW to {url} answered {status}")
         return elapsed
 
-    server = ServerUnderTest(data, "api")
+    server = ServerUnderTest(data, "api", command=serve, workers=workers)
     try:
         elapsed = post(f"{server.url}/studies")
         result["marrowlink"] = {"mb_per_s": round(megabytes / elapsed, 1), "seconds": round(elapsed, 2)}
@@ -353,16 +376,23 @@ def bench_stow(folder: Path, *, frames: int = 4720, copies: int = 4, orthanc: bo
     return result
 
 
-def bench_qido(folder: Path, sizes: tuple[int, ...] = (10_000, 100_000), repeats: int = 100) -> dict[str, Any]:
+def bench_qido(
+    folder: Path,
+    sizes: tuple[int, ...] = (10_000, 100_000),
+    repeats: int = 100,
+    *,
+    serve: ServeCommand | None = None,
+    workers: int = 1,
+) -> dict[str, Any]:
     """p50/p99 of typical QIDO searches with ``sizes`` instances indexed (sequential client, keep-alive)."""
     results: dict[str, Any] = {}
     for size in sizes:
         data = folder / f"qido-{size}"
         (data / "blobs").mkdir(parents=True)
-        engine = index_engine(f"sqlite:///{data}/index.sqlite3")
+        engine = _open_index(serve)(f"sqlite:///{data}/index.sqlite3")
         uids = fill_index(engine, size)
         engine.dispose()
-        server = ServerUnderTest(data, "api")
+        server = ServerUnderTest(data, "api", command=serve, workers=workers)
         queries = {
             "studies_by_patient_id": ("/studies", {"PatientID": uids["patient_id"]}),
             "studies_by_name_wildcard": ("/studies", {"PatientName": "PATIENT01*", "limit": "25"}),
@@ -409,9 +439,16 @@ def run(
     orthanc: bool = True,
     stack: str = "api",
     stow: bool = True,
+    serve: ServeCommand | None = None,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """Everything, in one run on this machine; absolute numbers are noisy, ratios are the point."""
+    """Everything, in one run on this machine; absolute numbers are noisy, ratios are the point.
+
+    ``serve``: run ours as the production server (see ``ServeCommand``); else ``workers`` processes of
+    a bare uvicorn over the app.
+    """
     folder = Path(tempfile.mkdtemp(prefix="bench-dicomweb-", dir=workdir))
+    ours = {"serve": serve, "workers": workers}
     try:
         return {
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
@@ -423,9 +460,10 @@ def run(
                 orthanc=orthanc,
                 stack=stack,
                 rounds=rounds,
+                **ours,
             ),
-            "stow": bench_stow(folder, frames=frames, orthanc=orthanc) if stow else {},
-            "qido": bench_qido(folder, qido_sizes) if qido_sizes else {},
+            "stow": bench_stow(folder, frames=frames, orthanc=orthanc, **ours) if stow else {},
+            "qido": bench_qido(folder, qido_sizes, **ours) if qido_sizes else {},
         }
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -441,6 +479,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-orthanc", action="store_true")
     parser.add_argument("--no-stow", action="store_true")
     parser.add_argument("--stack", choices=["api", "dicomweb"], default="api")
+    parser.add_argument("--workers", type=int, default=1, help="server processes sharing the port")
     parser.add_argument("--json", action="store_true", help="print JSON (default: indented JSON anyway)")
     args = parser.parse_args(argv)
     sizes = tuple(int(s) for s in args.qido.split(",") if s.strip())
@@ -453,6 +492,7 @@ def main(argv: list[str] | None = None) -> None:
         orthanc=not args.no_orthanc,
         stack=args.stack,
         stow=not args.no_stow,
+        workers=args.workers,
     )
     print(json.dumps(result, indent=None if args.json else 2))
 

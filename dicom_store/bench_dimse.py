@@ -1,8 +1,10 @@
 """C-STORE throughput of our SCP against dcmtk's storescp, measured side by side in one run.
 
-``marrowlink bench store --json`` calls :func:`measure_cstore`. The sender is dcmtk ``storescu -R -xy``
-for both receivers (the WSI goes in its JPEG syntax, no transcoding), so the ratio compares receivers
-only; absolute MB/s on a shared machine are noisy, the ratio much less (DESIGN §11).
+``marrowlink bench store --json`` calls :func:`measure_cstore` with a ``ServeCommand``: our receiver
+is then ``marrowlink serve`` in its own process, as a site runs it, like storescp in its own. The
+sender is dcmtk ``storescu -R -xy`` for both receivers (the WSI goes in its JPEG syntax, no
+transcoding), so the ratio compares receivers only; absolute MB/s on a shared machine are noisy, the
+ratio much less (DESIGN §11).
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage, generate_uid
 from sqlalchemy import Engine
+
+if TYPE_CHECKING:
+    from dicom_store.dicomweb.loadtest import ServeCommand
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
@@ -133,7 +138,7 @@ def _sqlite_index(url: str) -> Engine:
     return engine
 
 
-def _ours_once(work: Path, files: list[Path], open_index: Callable[[str], Engine]) -> float:
+def _ours_once(work: Path, files: list[Path], open_index: Callable[[str], Engine], warm: list[Path]) -> float:
     from dicom_store.dimse import DimseServer
     from dicom_store.store import Store
 
@@ -142,6 +147,7 @@ def _ours_once(work: Path, files: list[Path], open_index: Callable[[str], Engine
     server = DimseServer(Store(engine, run / "blobs"), host="127.0.0.1", port=_free_port())
     server.start()
     try:
+        _send(server.address[1], warm, server.ae_title)
         return _send(server.address[1], files, server.ae_title)
     finally:
         server.stop()
@@ -149,7 +155,36 @@ def _ours_once(work: Path, files: list[Path], open_index: Callable[[str], Engine
         shutil.rmtree(run, ignore_errors=True)
 
 
-def _dcmtk_once(work: Path, files: list[Path]) -> float:
+def _served_once(work: Path, files: list[Path], serve: ServeCommand, warm: list[Path]) -> float:
+    """Into ``marrowlink serve`` (its own process, all its HTTP workers up before the clock starts)."""
+    from dicom_store.dicomweb.loadtest import wait_listening
+
+    run = Path(tempfile.mkdtemp(dir=work))
+    serve.open_index(f"sqlite:///{run / 'index.sqlite3'}").dispose()
+    http_port, dicom_port = _free_port(), _free_port()
+    with open(run.parent / f"serve-{dicom_port}.log", "wb") as log:
+        process = subprocess.Popen(
+            serve.argv(run, http_port, dicom_port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=serve.environment(),
+        )
+    try:
+        _wait_for_port(dicom_port, timeout=60)
+        wait_listening(http_port, serve.http_workers, process)
+        _send(dicom_port, warm, "MARROWLINK")
+        return _send(dicom_port, files, "MARROWLINK")
+    finally:
+        process.terminate()
+        try:
+            process.wait(20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        shutil.rmtree(run, ignore_errors=True)
+
+
+def _dcmtk_once(work: Path, files: list[Path], warm: list[Path]) -> float:
     out = Path(tempfile.mkdtemp(dir=work))
     port = _free_port()
     # TCP_NODELAY=1: without it Nagle's algorithm holds dcmtk to about 90 MB/s (reference/stack.md).
@@ -161,6 +196,7 @@ def _dcmtk_once(work: Path, files: list[Path]) -> float:
     )
     try:
         _wait_for_port(port)
+        _send(port, warm, "STORESCP")
         return _send(port, files, "STORESCP")
     finally:
         process.terminate()
@@ -173,15 +209,19 @@ def measure_cstore(
     *,
     size_mb: float = 61,
     instances: int = 8,
-    repeats: int = 3,
+    repeats: int = 5,
     open_index: Callable[[str], Engine] | None = None,
+    serve: ServeCommand | None = None,
 ) -> dict[str, Any]:
     """C-STORE MB/s of a multi-frame JPEG WSI series into our SCP and into dcmtk storescp.
 
     Runs alternate between the two receivers (so drifting machine load hits both alike); each
     receiver's MB/s is the median of ``repeats`` runs. Every run of ours uses a fresh store (the
     duplicate policy would refuse a second copy) on a SQLite index made by ``open_index(url)``,
-    created before the clock starts.
+    created before the clock starts. With ``serve``, ours is that server in its own process (its
+    AE title must be MARROWLINK); without, a ``DimseServer`` in this process. Before the clock starts
+    each receiver gets one small instance over its own association (a server that has run a while,
+    as at a site: no first-use costs such as statement compilation in the timed run).
     """
     open_index = open_index or _sqlite_index
     for tool in (STORESCU, STORESCP):
@@ -190,16 +230,21 @@ def measure_cstore(
     work = Path(tempfile.mkdtemp(prefix="bench-dimse-", dir=work_dir))
     try:
         files = write_wsi_series(work / "wsi", size_mb=size_mb, instances=instances)
+        warm = write_wsi_series(work / "warm", size_mb=0.5, instances=1)
         total = sum(p.stat().st_size for p in files)
         ours, dcmtk = [], []
         for _ in range(repeats):
-            ours.append(_ours_once(work, files, open_index))
-            dcmtk.append(_dcmtk_once(work, files))
+            if serve is not None:
+                ours.append(_served_once(work, files, serve, warm))
+            else:
+                ours.append(_ours_once(work, files, open_index, warm))
+            dcmtk.append(_dcmtk_once(work, files, warm))
         ours_mb_s = total / 1e6 / statistics.median(ours)
         dcmtk_mb_s = total / 1e6 / statistics.median(dcmtk)
         return {
             "benchmark": "c-store",
-            "sender": "dcmtk storescu -R -xy (one association)",
+            "sender": "dcmtk storescu -R -xy (one association; one small instance before, untimed)",
+            "receiver": "marrowlink serve (own process)" if serve is not None else "DimseServer in the bench process",
             "instances": instances,
             "bytes": total,
             "frames_per_instance": _frames_per_instance(files[0]),

@@ -8,8 +8,12 @@ int64 table that turns a WADO frame request into a single pread of the stored by
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
 import struct
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -20,6 +24,7 @@ from dicom_store.errors import InvalidInstance
 _ITEM = 0xFFFEE000
 _SEQ_DELIM = 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
+_ITEM_HEAD = struct.Struct("<HHI")
 _IMPLICIT_VR_LE = "1.2.840.10008.1.2"
 _BIG_ENDIAN = "1.2.840.10008.1.2.2"
 
@@ -114,13 +119,14 @@ def scan_pixel_data(
         rows = np.array([(i, value_start + i * size, size) for i in range(number_of_frames)], dtype=np.int64)
         return FrameLayout(False, rows.reshape(-1, 3))
 
-    items = _read_items(fp, value_start, file_size)
-    if not items:
-        raise InvalidInstance("encapsulated Pixel Data has no Basic Offset Table item")
-    (bot_offset, bot_length), fragments = items[0], items[1:]
-    if not fragments:
-        raise InvalidInstance("encapsulated Pixel Data has no fragments")
-    frame_of = _group_fragments(fp, fragments, number_of_frames, bot_offset, bot_length, value_start)
+    with _mapped(fp) as data:
+        items = _read_items(data, value_start, file_size)
+        if not items:
+            raise InvalidInstance("encapsulated Pixel Data has no Basic Offset Table item")
+        (bot_offset, bot_length), fragments = items[0], items[1:]
+        if not fragments:
+            raise InvalidInstance("encapsulated Pixel Data has no fragments")
+        frame_of = _group_fragments(data, fragments, number_of_frames, bot_offset, bot_length, value_start)
     table = np.array([(f, off, ln) for f, (off, ln) in zip(frame_of, fragments, strict=True)], dtype=np.int64)
     found = int(table[:, 0].max()) + 1
     if found != number_of_frames:
@@ -128,15 +134,47 @@ def scan_pixel_data(
     return FrameLayout(True, table)
 
 
-def _read_items(fp: BinaryIO, start: int, file_size: int) -> list[tuple[int, int]]:
+class _Seeking:
+    """Byte ranges of a file object by seek and read, for objects that cannot be memory-mapped."""
+
+    def __init__(self, fp: BinaryIO) -> None:
+        self.fp = fp
+
+    def __getitem__(self, index: slice) -> bytes:
+        self.fp.seek(index.start)
+        return self.fp.read(index.stop - index.start)
+
+
+@contextmanager
+def _mapped(fp: BinaryIO) -> Iterator[mmap.mmap | _Seeking]:
+    """The file memory-mapped (item headers then cost no system call each), or seek-and-read."""
+    try:
+        data = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        yield _Seeking(fp)
+        return
+    try:
+        yield data
+    finally:
+        data.close()
+
+
+def _read_items(data: mmap.mmap | _Seeking, start: int, file_size: int) -> list[tuple[int, int]]:
     items: list[tuple[int, int]] = []
     pos = start
+    mapped = isinstance(data, mmap.mmap)
+    end = len(data) if mapped else file_size  # type: ignore[arg-type]
+    unpack, unpack_from = _ITEM_HEAD.unpack, _ITEM_HEAD.unpack_from
     while True:
-        fp.seek(pos)
-        head = fp.read(8)
-        if len(head) < 8:
-            raise InvalidInstance("file ends inside encapsulated Pixel Data (truncated; no sequence delimiter)")
-        group, element, length = struct.unpack("<HHI", head)
+        if mapped:  # straight from the map, no slice
+            if pos + 8 > end:
+                raise InvalidInstance("file ends inside encapsulated Pixel Data (truncated; no sequence delimiter)")
+            group, element, length = unpack_from(data, pos)  # type: ignore[arg-type]
+        else:
+            head = data[pos : pos + 8]
+            if len(head) < 8:
+                raise InvalidInstance("file ends inside encapsulated Pixel Data (truncated; no sequence delimiter)")
+            group, element, length = unpack(head)
         tag = group << 16 | element
         if tag == _SEQ_DELIM:
             return items
@@ -149,7 +187,7 @@ def _read_items(fp: BinaryIO, start: int, file_size: int) -> list[tuple[int, int
 
 
 def _group_fragments(
-    fp: BinaryIO,
+    data: mmap.mmap | _Seeking,
     fragments: list[tuple[int, int]],
     number_of_frames: int,
     bot_offset: int,
@@ -161,8 +199,7 @@ def _group_fragments(
     if number_of_frames <= 1:
         return [0] * len(fragments)
     if bot_length >= 4 * number_of_frames:
-        fp.seek(bot_offset)
-        starts = list(struct.unpack(f"<{number_of_frames}I", fp.read(4 * number_of_frames)))
+        starts = list(struct.unpack(f"<{number_of_frames}I", data[bot_offset : bot_offset + 4 * number_of_frames]))
         first_item = bot_offset + bot_length  # BOT offsets count from the first fragment's item tag
         frame_of, frame = [], -1
         for offset, _length in fragments:
@@ -173,8 +210,7 @@ def _group_fragments(
         return frame_of
     frame_of, frame = [], -1
     for offset, _length in fragments:
-        fp.seek(offset)
-        if fp.read(12).startswith(_FRAME_STARTS) or frame < 0:
+        if data[offset : offset + 12].startswith(_FRAME_STARTS) or frame < 0:
             frame += 1
         frame_of.append(frame)
     return frame_of

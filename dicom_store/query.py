@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from sqlalchemy import Boolean, ColumnElement, and_, func, or_, select
 from sqlalchemy.ext.compiler import compiles
@@ -260,8 +261,26 @@ def _where(query: Query) -> list[ColumnElement[bool]]:
     return conditions
 
 
+Attributes = list[tuple[str, Any]]
+"""One match as (keyword, value) pairs: what C-FIND answers (as a Dataset) and QIDO (as DICOM JSON)."""
+
+
 def run(session: Session, query: Query) -> list[Dataset]:
     """Execute ``query`` and build the response datasets."""
+    return [_dataset(attributes) for attributes in matches(session, query)]
+
+
+def run_json(session: Session, query: Query) -> list[dict[str, Any]]:
+    """Execute ``query`` and build the DICOM JSON objects (PS3.18 F.2) directly, without Datasets.
+
+    The same objects as ``dataset_to_json`` of ``run``'s datasets (the tests compare them), at a
+    fraction of the cost: building pydicom Datasets was most of a QIDO request's time.
+    """
+    return [_json(attributes) for attributes in matches(session, query)]
+
+
+def matches(session: Session, query: Query) -> list[Attributes]:
+    """Execute ``query``: each match's return attributes."""
     if query.level in (Level.STUDY, Level.PATIENT):
         return _studies(session, query)
     if query.level == Level.SERIES:
@@ -277,7 +296,7 @@ def _page(statement: Any, query: Query) -> Any:
     return statement
 
 
-def _studies(session: Session, query: Query) -> list[Dataset]:
+def _studies(session: Session, query: Query) -> list[Attributes]:
     statement = select(Study).where(*_where(query)).order_by(Study.study_date.desc(), Study.study_instance_uid)
     studies = session.scalars(_page(statement, query)).all()
     uids = [s.study_instance_uid for s in studies]
@@ -301,15 +320,15 @@ def _studies(session: Session, query: Query) -> list[Dataset]:
             instance_count[study_uid] = count
     results = []
     for study in studies:
-        ds = _study_dataset(study)
-        ds.ModalitiesInStudy = sorted(modalities[study.study_instance_uid])
-        ds.NumberOfStudyRelatedSeries = series_count[study.study_instance_uid]
-        ds.NumberOfStudyRelatedInstances = instance_count[study.study_instance_uid]
-        results.append(ds)
+        attributes = _study_attributes(study)
+        attributes.append(("ModalitiesInStudy", sorted(modalities[study.study_instance_uid])))
+        attributes.append(("NumberOfStudyRelatedSeries", series_count[study.study_instance_uid]))
+        attributes.append(("NumberOfStudyRelatedInstances", instance_count[study.study_instance_uid]))
+        results.append(attributes)
     return results
 
 
-def _series(session: Session, query: Query) -> list[Dataset]:
+def _series(session: Session, query: Query) -> list[Attributes]:
     statement = (
         select(Series, Study)
         .join(Study, Study.study_instance_uid == Series.study_instance_uid)
@@ -328,14 +347,14 @@ def _series(session: Session, query: Query) -> list[Dataset]:
             counts[series_uid] = count
     results = []
     for series, study in rows:
-        ds = _study_dataset(study, brief=True)
-        _series_into(ds, series)
-        ds.NumberOfSeriesRelatedInstances = counts[series.series_instance_uid]
-        results.append(ds)
+        attributes = _study_attributes(study, brief=True)
+        attributes += _series_attributes(series)
+        attributes.append(("NumberOfSeriesRelatedInstances", counts[series.series_instance_uid]))
+        results.append(attributes)
     return results
 
 
-def _instances(session: Session, query: Query) -> list[Dataset]:
+def _instances(session: Session, query: Query) -> list[Attributes]:
     statement = (
         select(Instance, Series, Study)
         .join(Series, Series.series_instance_uid == Instance.series_instance_uid)
@@ -343,64 +362,151 @@ def _instances(session: Session, query: Query) -> list[Dataset]:
         .where(*_where(query))
         .order_by(Instance.series_instance_uid, Instance.instance_number, Instance.sop_instance_uid)
     )
+    extras = ["Rows", "Columns", "BitsAllocated", "NumberOfFrames"]
+    asked = query.include & set(INSTANCE_EXTRAS) | (set(INSTANCE_EXTRAS) if "all" in query.include else set())
+    extras += sorted(asked - set(extras))
     results = []
     for instance, series, study in session.execute(_page(statement, query)).all():
-        ds = _study_dataset(study, brief=True)
-        _series_into(ds, series)
-        ds.SOPClassUID = instance.sop_class_uid
-        ds.SOPInstanceUID = instance.sop_instance_uid
-        ds.InstanceAvailability = "ONLINE"
+        attributes = _study_attributes(study, brief=True)
+        attributes += _series_attributes(series)
+        attributes += [
+            ("SOPClassUID", instance.sop_class_uid),
+            ("SOPInstanceUID", instance.sop_instance_uid),
+            ("InstanceAvailability", "ONLINE"),
+        ]
         if instance.instance_number is not None:
-            ds.InstanceNumber = instance.instance_number
-        for keyword in ("Rows", "Columns", "BitsAllocated", "NumberOfFrames"):
-            _set_extra(ds, instance, keyword)
-        for keyword in query.include & set(INSTANCE_EXTRAS) | (
-            set(INSTANCE_EXTRAS) if "all" in query.include else set()
-        ):
-            _set_extra(ds, instance, keyword)
-        results.append(ds)
+            attributes.append(("InstanceNumber", instance.instance_number))
+        for keyword in extras:
+            value = _extra(instance, keyword)
+            if value is not None:
+                attributes.append((keyword, value))
+        results.append(attributes)
     return results
 
 
-def _set_extra(ds: Dataset, instance: Instance, keyword: str) -> None:
+def _extra(instance: Instance, keyword: str) -> Any:
     attribute, _vr = INSTANCE_EXTRAS[keyword]
     value = getattr(instance, attribute)
     if value in (None, ""):
-        return
+        return None
     if keyword == "ImageType":
         value = value.split("\\")
-    setattr(ds, keyword, value)
+    return value
 
 
-def _study_dataset(study: Study, *, brief: bool = False) -> Dataset:
-    ds = Dataset()
-    ds.SpecificCharacterSet = "ISO_IR 192"
-    ds.StudyInstanceUID = study.study_instance_uid
-    ds.StudyDate = study.study_date
-    ds.StudyTime = study.study_time
-    ds.AccessionNumber = study.accession_number
-    ds.PatientName = study.patient_name
-    ds.PatientID = study.patient_id
+def _study_attributes(study: Study, *, brief: bool = False) -> Attributes:
+    attributes: Attributes = [
+        ("SpecificCharacterSet", "ISO_IR 192"),
+        ("StudyInstanceUID", study.study_instance_uid),
+        ("StudyDate", study.study_date),
+        ("StudyTime", study.study_time),
+        ("AccessionNumber", study.accession_number),
+        ("PatientName", study.patient_name),
+        ("PatientID", study.patient_id),
+    ]
     if not brief:
-        ds.InstanceAvailability = "ONLINE"
-        ds.ReferringPhysicianName = study.referring_physician_name
-        ds.PatientBirthDate = study.patient_birth_date
-        ds.PatientSex = study.patient_sex
-        ds.StudyID = study.study_id
-        ds.StudyDescription = study.study_description
+        attributes += [
+            ("InstanceAvailability", "ONLINE"),
+            ("ReferringPhysicianName", study.referring_physician_name),
+            ("PatientBirthDate", study.patient_birth_date),
+            ("PatientSex", study.patient_sex),
+            ("StudyID", study.study_id),
+            ("StudyDescription", study.study_description),
+        ]
+    return attributes
+
+
+def _series_attributes(series: Series) -> Attributes:
+    attributes: Attributes = [("SeriesInstanceUID", series.series_instance_uid), ("Modality", series.modality)]
+    if series.series_number:
+        attributes.append(("SeriesNumber", series.series_number))
+    attributes.append(("SeriesDescription", series.series_description))
+    if series.performed_procedure_step_start_date:
+        attributes.append(("PerformedProcedureStepStartDate", series.performed_procedure_step_start_date))
+    if series.performed_procedure_step_start_time:
+        attributes.append(("PerformedProcedureStepStartTime", series.performed_procedure_step_start_time))
+    return attributes
+
+
+def _dataset(attributes: Attributes) -> Dataset:
+    ds = Dataset()
+    for keyword, value in attributes:
+        setattr(ds, keyword, value)
     return ds
 
 
-def _series_into(ds: Dataset, series: Series) -> None:
-    ds.SeriesInstanceUID = series.series_instance_uid
-    ds.Modality = series.modality
-    if series.series_number:
-        ds.SeriesNumber = series.series_number
-    ds.SeriesDescription = series.series_description
-    if series.performed_procedure_step_start_date:
-        ds.PerformedProcedureStepStartDate = series.performed_procedure_step_start_date
-    if series.performed_procedure_step_start_time:
-        ds.PerformedProcedureStepStartTime = series.performed_procedure_step_start_time
+# ---- DICOM JSON without Datasets ---------------------------------------------------------------------------
+
+_NUMBERS = frozenset({"US", "UL", "SS", "SL", "UV", "SV"})
+#: VRs whose text may hold a backslash (pydicom does not split them into values).
+_ONE_TEXT = frozenset({"LT", "ST", "UT", "UR"})
+_TAGS: dict[str, tuple[int, str, str]] = {}
+
+
+def _tag(keyword: str) -> tuple[int, str, str]:
+    """(tag, 8-hex key, VR) of a keyword, from pydicom's dictionary (cached)."""
+    known = _TAGS.get(keyword)
+    if known is None:
+        tag = tag_for_keyword(keyword)
+        if tag is None:  # pragma: no cover - the builders use dictionary keywords only
+            raise KeyError(keyword)
+        known = _TAGS[keyword] = (tag, f"{tag:08X}", dictionary_VR(tag))
+    return known
+
+
+def _json(attributes: Attributes) -> dict[str, Any]:
+    """As ``dataset_to_json(_dataset(attributes), None)``: elements in tag order, values as pydicom
+    writes them (PN as component groups, IS and binary numbers as numbers, multi-values split)."""
+    elements = []
+    for keyword, value in attributes:
+        tag, key, vr = _tag(keyword)
+        elements.append((tag, key, _json_element(vr, value)))
+    elements.sort()
+    return {key: element for _tag_number, key, element in elements}
+
+
+def _json_element(vr: str, value: Any) -> dict[str, Any]:
+    if value is None or value == "":
+        return {"vr": vr}
+    if isinstance(value, str):
+        values: list[Any] = [value] if vr in _ONE_TEXT or "\\" not in value else value.split("\\")
+    elif isinstance(value, list | tuple):
+        values = list(value)
+    else:
+        values = [value]
+    if not values:
+        return {"vr": vr}
+    if vr == "PN":
+        return {"vr": vr, "Value": [_person_name(str(v)) for v in values]}
+    if vr == "IS":
+        try:
+            return {"vr": vr, "Value": [_integer_string(v) for v in values]}
+        except ValueError:
+            return {"vr": vr}  # as dataset_to_json answers a value it cannot convert
+    if vr in _NUMBERS:
+        return {"vr": vr, "Value": [int(v) for v in values]}
+    return {"vr": vr, "Value": [str(v) for v in values]}
+
+
+def _person_name(value: str) -> dict[str, str]:
+    groups = value.split("=")
+    name = {"Alphabetic": groups[0]}
+    if len(groups) > 1:
+        name["Ideographic"] = groups[1]
+    if len(groups) > 2:
+        name["Phonetic"] = groups[2]
+    return name
+
+
+def _integer_string(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    number = float(str(value).strip())
+    if not number.is_integer():
+        raise ValueError(value)
+    return int(number)
 
 
 def to_query(level: Level, identifier: Dataset) -> Query:

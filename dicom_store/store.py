@@ -1,8 +1,10 @@
 """The Store API: every other package and protocol stores and reads DICOM through this class.
 
-Write path: bytes land in a temp file, are parsed and validated (identifying UIDs, complete Pixel
-Data), fsynced and renamed into the blob store, and only then indexed in one transaction. Anything
-that fails before the commit leaves no index row and no blob.
+Write path: bytes land in a temp file, are parsed (the header only, up to Pixel Data, whose frames
+are located without decoding) and validated (identifying UIDs, complete Pixel Data), renamed into the
+blob store and fsynced, and indexed in one transaction that commits only once the blob is durable.
+Anything that fails before the commit leaves no index row and no blob. A C-STORE data set
+(``store_received``) is renamed and its fsync started before the parse, which then overlaps the flush.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -22,19 +25,22 @@ from pathlib import Path
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from dicom_store import attributes
-from dicom_store.blobs import BlobStore, check_uid
+from dicom_store.blobs import BlobStore, Placed, check_uid
 from dicom_store.errors import DuplicateInstance, InvalidInstance, NotFound, OutOfResources, StoreError
 from dicom_store.frames import FrameLayout, read_frame, scan_pixel_data
 from dicom_store.models import FrameTable, Instance, Series, Study
-from dicom_store.query import Level, Query, parse_query, run
+from dicom_store.query import Level, Query, parse_query, run, run_json
 
 log = logging.getLogger(__name__)
+
+#: Seconds a cached frame layout is used before its blob's existence is checked again.
+LAYOUT_RECHECK_S = 1.0
 
 
 class DuplicatePolicy(StrEnum):
@@ -47,6 +53,54 @@ class Outcome(StrEnum):
     STORED = "stored"
     REPLACED = "replaced"
     KEPT_EXISTING = "kept_existing"
+
+
+_SERIES_TABLE = Series.__table__  # type: ignore[attr-defined]
+_INSTANCE_TABLE = Instance.__table__  # type: ignore[attr-defined]
+_FRAMES_TABLE = FrameTable.__table__  # type: ignore[attr-defined]
+_EXISTING_PATH = select(_INSTANCE_TABLE.c.path).where(_INSTANCE_TABLE.c.sop_instance_uid == bindparam("sop"))
+_SERIES_STUDY = select(_SERIES_TABLE.c.study_instance_uid).where(
+    _SERIES_TABLE.c.series_instance_uid == bindparam("series")
+)
+_INSERT_IGNORE = {
+    (dialect, model): module.insert(model.__table__).on_conflict_do_nothing()  # type: ignore[attr-defined]
+    for dialect, module in (("postgresql", postgresql), ("sqlite", sqlite))
+    for model in (Study, Series)
+}
+
+
+def _insert_ignore(connection: Connection, dialect: str, model: type, values: dict) -> None:
+    """INSERT … ON CONFLICT DO NOTHING: concurrent stores of one new study must not collide."""
+    statement = _INSERT_IGNORE.get((dialect, model))
+    if statement is None:  # pragma: no cover - other databases: check first
+        table = model.__table__  # type: ignore[attr-defined]
+        key = next(iter(table.primary_key.columns))
+        if connection.execute(select(key).where(key == values[key.name])).first() is not None:
+            return
+        statement = table.insert()
+    connection.execute(statement, values)
+
+
+class _Blob:
+    """An instance's bytes on their way in: a temp file, then (``placed``) a blob being made durable."""
+
+    __slots__ = ("placed", "relative", "temp")
+
+    def __init__(self, temp: Path) -> None:
+        self.temp = temp
+        self.placed: Placed | None = None
+        self.relative = ""
+
+    def drop(self, blobs: BlobStore) -> None:
+        """Remove whichever exists (after its fsyncs ended, so none reopens a removed name)."""
+        if self.placed is None:
+            blobs.discard(self.temp)
+            return
+        try:
+            self.placed.wait()
+        except OSError:
+            pass
+        blobs.remove(self.relative)
 
 
 @dataclass(frozen=True)
@@ -96,7 +150,7 @@ class Store:
         self.blobs = BlobStore(blob_root)
         self.duplicate_policy = DuplicatePolicy(duplicate_policy)
         self.max_instance_bytes = max_instance_bytes
-        self._layouts: OrderedDict[str, FrameSource] = OrderedDict()
+        self._layouts: OrderedDict[str, tuple[FrameSource, float]] = OrderedDict()
         self._layout_lock = threading.Lock()
 
     # ---- writing -------------------------------------------------------------------------------------------
@@ -111,7 +165,14 @@ class Store:
         return self._ingest(temp)
 
     def store_file(self, path: Path, *, move: bool = False) -> StoredInstance:
-        """Store a Part-10 file; with ``move`` the file is taken over (it must be on the same filesystem)."""
+        """Store a Part-10 file; with ``move`` the file is taken over (it must be on the same filesystem).
+
+        A file already in the blob store's temp folder (a C-STORE data set received there) is used in
+        place.
+        """
+        path = Path(path)
+        if move and path.parent == self.blobs.tmp and path.name.endswith(".part"):
+            return self._ingest(path)
         temp = self.blobs.temp_file()
         if move:
             try:
@@ -153,17 +214,49 @@ class Store:
 
     def _ingest(self, temp: Path) -> StoredInstance:
         try:
-            parsed = self._parse(temp)
-            return self._commit(temp, *parsed)
+            ds, layout, size = self._parse(temp)
         except BaseException:
             self.blobs.discard(temp)
             raise
+        return self._commit(ds, layout, size, _Blob(temp))
 
-    def _parse(self, temp: Path) -> tuple[Dataset, FrameLayout | None]:
-        size = temp.stat().st_size
-        if size > self.max_instance_bytes:
-            raise OutOfResources(f"instance of {size} bytes exceeds the limit of {self.max_instance_bytes}")
+    def store_received(self, path: Path, sop_instance_uid: str) -> StoredInstance:
+        """Store a data set received into the blob store's temp folder (a ``*.part`` file) whose SOP
+        Instance UID the protocol announced (C-STORE's Affected SOP Instance UID).
+
+        Its blob name depends on that UID only, so the file is renamed into place and its fsyncs
+        start before it is parsed: parsing and the duplicate check overlap the disk flush. A data set
+        that names another UID, is refused, or fails is removed again; the index row is committed
+        only after the blob is durable, as for every store.
+        """
+        path = Path(path)
+        try:
+            uid = check_uid(sop_instance_uid)
+        except InvalidInstance:
+            uid = ""
+        if not uid or path.parent != self.blobs.tmp or not path.name.endswith(".part"):
+            return self.store_file(path, move=True)
+        blob = _Blob(path)
+        try:
+            size = os.stat(path).st_size
+            if size > self.max_instance_bytes:
+                raise OutOfResources(f"instance of {size} bytes exceeds the limit of {self.max_instance_bytes}")
+            relative = self.blobs.new_relative_path(uid)
+            blob.placed, blob.relative = self.blobs.place(path, relative), relative
+            ds, layout, size = self._parse(blob.placed.path)
+            if attributes.identify(ds)[2] != uid:
+                raise InvalidInstance(f"SOPInstanceUID of the data set differs from the request's {uid}")
+        except BaseException:
+            blob.drop(self.blobs)
+            raise
+        return self._commit(ds, layout, size, blob)
+
+    def _parse(self, temp: Path) -> tuple[Dataset, FrameLayout | None, int]:
+        """The header (up to Pixel Data, never the pixels) and the frames' byte ranges; one pass."""
         with open(temp, "rb") as fp:
+            size = os.fstat(fp.fileno()).st_size
+            if size > self.max_instance_bytes:
+                raise OutOfResources(f"instance of {size} bytes exceeds the limit of {self.max_instance_bytes}")
             try:
                 ds = pydicom.dcmread(fp, stop_before_pixels=True)
             except InvalidDicomError as exc:
@@ -189,35 +282,51 @@ class Store:
                         number_of_frames=frames if frame_bytes or frames == 1 else 1,
                         frame_bytes=frame_bytes,
                     )
-        return ds, layout
+        return ds, layout, size
 
-    def _commit(self, temp: Path, ds: Dataset, layout: FrameLayout | None) -> StoredInstance:
-        study_uid, series_uid, sop_uid, sop_class = attributes.identify(ds)
-        transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
-        existing = self._existing_path(sop_uid)
-        if existing is not None and self.duplicate_policy == DuplicatePolicy.REJECT:
-            raise DuplicateInstance(
-                f"SOP Instance UID {sop_uid} is already stored (duplicate policy: reject)",
-                sop_instance_uid=sop_uid,
-                sop_class_uid=sop_class,
-            )
-        if existing is not None and self.duplicate_policy == DuplicatePolicy.KEEP:
-            self.blobs.discard(temp)
-            return StoredInstance(study_uid, series_uid, sop_uid, sop_class, transfer_syntax, Outcome.KEPT_EXISTING)
+    def _commit(self, ds: Dataset, layout: FrameLayout | None, size: int, blob: _Blob) -> StoredInstance:
+        """Duplicate check, durable blob, then the index rows in one transaction, on one connection.
 
-        relative = self.blobs.new_relative_path(sop_uid)
-        self.blobs.commit_temp(temp, relative)
+        The transaction's statements run while the blob is being fsynced; it commits only once the
+        blob is durable, so a committed row always has its bytes. Core statements, not ORM objects:
+        this runs once per received instance (C-STORE, STOW part). Anything that fails removes the
+        blob (temp file or placed file) again.
+        """
         try:
-            self._index(ds, relative, layout, replace=existing is not None)
-        except IntegrityError as exc:
-            self.blobs.remove(relative)
-            raise DuplicateInstance(
-                f"SOP Instance UID {sop_uid} was stored concurrently (duplicate policy: {self.duplicate_policy})",
-                sop_instance_uid=sop_uid,
-                sop_class_uid=sop_class,
-            ) from exc
+            ids = attributes.identify(ds)
+            study_uid, series_uid, sop_uid, sop_class = ids
+            transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
+            with self.engine.connect() as connection:
+                existing = connection.execute(_EXISTING_PATH, {"sop": sop_uid}).scalar()
+                connection.rollback()  # no read transaction held while the blob is written
+                if existing is not None and self.duplicate_policy == DuplicatePolicy.REJECT:
+                    raise DuplicateInstance(
+                        f"SOP Instance UID {sop_uid} is already stored (duplicate policy: reject)",
+                        sop_instance_uid=sop_uid,
+                        sop_class_uid=sop_class,
+                    )
+                if existing is not None and self.duplicate_policy == DuplicatePolicy.KEEP:
+                    blob.drop(self.blobs)
+                    return StoredInstance(
+                        study_uid, series_uid, sop_uid, sop_class, transfer_syntax, Outcome.KEPT_EXISTING
+                    )
+                if blob.placed is None:
+                    blob.relative = self.blobs.new_relative_path(sop_uid)
+                    blob.placed = self.blobs.place(blob.temp, blob.relative)
+                try:
+                    with connection.begin():
+                        # the rows are written while the blob's fsyncs run; the commit waits for them
+                        self._index(connection, ds, ids, blob.relative, size, layout, replace=existing is not None)
+                        blob.placed.wait()
+                except IntegrityError as exc:
+                    raise DuplicateInstance(
+                        f"SOP Instance UID {sop_uid} was stored concurrently "
+                        f"(duplicate policy: {self.duplicate_policy})",
+                        sop_instance_uid=sop_uid,
+                        sop_class_uid=sop_class,
+                    ) from exc
         except BaseException:
-            self.blobs.remove(relative)
+            blob.drop(self.blobs)
             raise
         if existing is not None:
             self.blobs.remove(existing)
@@ -226,72 +335,60 @@ class Store:
         outcome = Outcome.REPLACED if existing is not None else Outcome.STORED
         return StoredInstance(study_uid, series_uid, sop_uid, sop_class, transfer_syntax, outcome)
 
-    def _existing_path(self, sop_uid: str) -> str | None:
-        with Session(self.engine) as session:
-            return session.scalar(select(Instance.path).where(Instance.sop_instance_uid == sop_uid))
-
-    def _index(self, ds: Dataset, relative: str, layout: FrameLayout | None, *, replace: bool) -> None:
-        study_uid, series_uid, sop_uid, sop_class = attributes.identify(ds)
-        size = self.blobs.absolute(relative).stat().st_size
-        with Session(self.engine) as session, session.begin():
-            self._insert_ignore(session, Study, {"study_instance_uid": study_uid, **attributes.study_values(ds)})
-            self._insert_ignore(
-                session,
-                Series,
-                {"series_instance_uid": series_uid, "study_instance_uid": study_uid, **attributes.series_values(ds)},
+    def _index(
+        self,
+        connection: Connection,
+        ds: Dataset,
+        ids: tuple[str, str, str, str],
+        relative: str,
+        size: int,
+        layout: FrameLayout | None,
+        *,
+        replace: bool,
+    ) -> None:
+        study_uid, series_uid, sop_uid, sop_class = ids
+        now = datetime.now(UTC)
+        dialect = connection.dialect.name
+        study = {"study_instance_uid": study_uid, **attributes.study_values(ds), "created_at": now}
+        _insert_ignore(connection, dialect, Study, study)
+        series = {
+            "series_instance_uid": series_uid,
+            "study_instance_uid": study_uid,
+            **attributes.series_values(ds),
+            "created_at": now,
+        }
+        _insert_ignore(connection, dialect, Series, series)
+        series_study = connection.execute(_SERIES_STUDY, {"series": series_uid}).scalar()
+        if series_study != study_uid:
+            raise InvalidInstance(
+                f"SeriesInstanceUID {series_uid} belongs to study {series_study}, not {study_uid}",
+                sop_instance_uid=sop_uid,
+                sop_class_uid=sop_class,
             )
-            series_study = session.scalar(
-                select(Series.study_instance_uid).where(Series.series_instance_uid == series_uid)
+        values = {
+            "series_instance_uid": series_uid,
+            "study_instance_uid": study_uid,
+            "sop_class_uid": sop_class,
+            "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
+            "path": relative,
+            "size": size,
+            **attributes.instance_values(ds),
+            "stored_at": now,
+        }
+        updated = False
+        if replace:
+            connection.execute(_FRAMES_TABLE.delete().where(_FRAMES_TABLE.c.sop_instance_uid == sop_uid))
+            result = connection.execute(
+                _INSTANCE_TABLE.update().where(_INSTANCE_TABLE.c.sop_instance_uid == sop_uid).values(**values)
             )
-            if series_study != study_uid:
-                raise InvalidInstance(
-                    f"SeriesInstanceUID {series_uid} belongs to study {series_study}, not {study_uid}",
-                    sop_instance_uid=sop_uid,
-                    sop_class_uid=sop_class,
-                )
-            values = {
-                "series_instance_uid": series_uid,
-                "study_instance_uid": study_uid,
-                "sop_class_uid": sop_class,
-                "transfer_syntax_uid": str(ds.file_meta.TransferSyntaxUID),
-                "path": relative,
-                "size": size,
-                **attributes.instance_values(ds),
-            }
-            if replace:
-                old_frames = session.get(FrameTable, sop_uid)
-                if old_frames is not None:
-                    session.delete(old_frames)
-                row = session.get(Instance, sop_uid)
-                if row is None:
-                    session.add(Instance(sop_instance_uid=sop_uid, **values))
-                else:
-                    for key, value in values.items():
-                        setattr(row, key, value)
-            else:
-                session.add(Instance(sop_instance_uid=sop_uid, **values))
-            session.flush()
-            if layout is not None:
-                session.add(
-                    FrameTable(sop_instance_uid=sop_uid, encapsulated=layout.encapsulated, fragments=layout.to_bytes())
-                )
-
-    @staticmethod
-    def _insert_ignore(session: Session, model: type, values: dict) -> None:
-        """INSERT … ON CONFLICT DO NOTHING: concurrent stores of one new study must not collide."""
-        dialect = session.get_bind().dialect.name
-        table = model.__table__  # type: ignore[attr-defined]
-        values = {**values, "created_at": datetime.now(UTC)}
-        if dialect == "postgresql":
-            statement = postgresql.insert(table).values(**values).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            statement = sqlite.insert(table).values(**values).on_conflict_do_nothing()
-        else:  # pragma: no cover - other databases: check first
-            key = next(iter(table.primary_key.columns)).name
-            if session.get(model, values[key]) is not None:
-                return
-            statement = table.insert().values(**values)
-        session.execute(statement)
+            updated = result.rowcount > 0
+        if not updated:
+            connection.execute(_INSTANCE_TABLE.insert(), {"sop_instance_uid": sop_uid, **values})
+        if layout is not None:
+            connection.execute(
+                _FRAMES_TABLE.insert(),
+                {"sop_instance_uid": sop_uid, "encapsulated": layout.encapsulated, "fragments": layout.to_bytes()},
+            )
 
     def delete_instance(self, sop_instance_uid: str) -> None:
         """Remove an instance (index rows first, then the blob); empty series and studies go with it.
@@ -368,12 +465,30 @@ class Store:
         return pydicom.dcmread(self.path(sop_instance_uid), stop_before_pixels=stop_before_pixels)
 
     def frame_source(self, sop_instance_uid: str) -> FrameSource:
-        """The frame layout of an instance, cached (a viewer asks for hundreds of frames a second)."""
+        """The frame layout of an instance, cached (a viewer asks for hundreds of frames a second).
+
+        Another process on the same data dir (an HTTP worker, a CLI command) may replace or delete the
+        instance; it then removes the blob this entry points to. So an entry older than
+        ``LAYOUT_RECHECK_S`` is trusted only while its blob still exists (one stat per instance per
+        interval, not per request).
+        """
         with self._layout_lock:
             cached = self._layouts.get(sop_instance_uid)
             if cached is not None:
-                self._layouts.move_to_end(sop_instance_uid)
-                return cached
+                source, checked = cached
+                now = time.monotonic()
+                if now - checked < LAYOUT_RECHECK_S:
+                    self._layouts.move_to_end(sop_instance_uid)
+                    return source
+        if cached is not None:
+            if os.path.exists(cached[0].path):
+                with self._layout_lock:
+                    if sop_instance_uid in self._layouts:
+                        self._layouts[sop_instance_uid] = (cached[0], now)
+                        self._layouts.move_to_end(sop_instance_uid)
+                return cached[0]
+            with self._layout_lock:
+                self._layouts.pop(sop_instance_uid, None)
         with Session(self.engine) as session:
             instance = session.get(Instance, sop_instance_uid)
             if instance is None:
@@ -389,7 +504,7 @@ class Store:
                 instance=instance,
             )
         with self._layout_lock:
-            self._layouts[sop_instance_uid] = source
+            self._layouts[sop_instance_uid] = (source, time.monotonic())
             while len(self._layouts) > 512:
                 self._layouts.popitem(last=False)
         return source
@@ -427,6 +542,12 @@ class Store:
         query = params if isinstance(params, Query) else parse_query(Level(level), params)
         with Session(self.engine) as session:
             return run(session, query)
+
+    def search_json(self, level: Level | str, params: Iterable[tuple[str, str]] | Query = ()) -> list[dict]:
+        """As ``search``, answered as DICOM JSON objects (QIDO-RS) without building Datasets."""
+        query = params if isinstance(params, Query) else parse_query(Level(level), params)
+        with Session(self.engine) as session:
+            return run_json(session, query)
 
     def study_exists(self, study_instance_uid: str) -> bool:
         with Session(self.engine) as session:

@@ -32,13 +32,22 @@ def serve(
     dicom_port: Annotated[int | None, typer.Option(help="DIMSE SCP port.")] = None,
     mllp_port: Annotated[int | None, typer.Option(help="HL7 MLLP listener port.")] = None,
     host: Annotated[str | None, typer.Option(help="HTTP bind address.")] = None,
+    http_workers: Annotated[
+        int | None,
+        typer.Option(help="HTTP server processes on the HTTP port (0: one per CPU core, at most 8).", min=0, max=64),
+    ] = None,
 ) -> None:
-    """Run everything in one process: HTTP, DIMSE SCP, MLLP listener, job runner. Ctrl-C stops it."""
+    """Run everything: HTTP, DIMSE SCP, MLLP listener, job runner (HTTP in N processes). Ctrl-C stops it."""
     from integration.service import run_service
     from integration.settings import load_settings
 
     settings = load_settings(
-        data_dir=data, http_port=http_port, dicom_port=dicom_port, mllp_port=mllp_port, http_host=host
+        data_dir=data,
+        http_port=http_port,
+        dicom_port=dicom_port,
+        mllp_port=mllp_port,
+        http_host=host,
+        http_workers=http_workers,
     )
     run_service(settings)
 

@@ -62,6 +62,14 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000
+    #: HTTP server processes on the one port (Linux SO_REUSEPORT; the kernel spreads connections):
+    #: the main process (which also runs DIMSE, MLLP and the job runner) plus ``http_workers - 1``
+    #: processes that serve only the HTTP app over the same data dir and index. 0: one per CPU core
+    #: available to us, at most 8.
+    http_workers: int = Field(default=0, ge=0, le=64)
+    #: Answer WADO-RS frames requests inside the HTTP server's protocol handler, below ASGI (same bytes,
+    #: metrics and auth; about half the CPU per frame). Off: every request goes through the ASGI app.
+    http_fast_frames: bool = True
     dicom_host: str = "0.0.0.0"
     dicom_port: int = 11112
     mllp_host: str = "0.0.0.0"

@@ -424,8 +424,9 @@ def test_sender_killed_mid_transfer_leaves_nothing(sqlite_store: Store, tmp_path
     from dicom_store.bench_dimse import write_wsi_series
 
     (big,) = write_wsi_series(tmp_path / "big", size_mb=150, instances=1)
-    spool = Path(tempfile.gettempdir())
-    before = set(spool.glob("tmp*.dcm"))
+    spool = sqlite_store.blobs.tmp  # data sets are received straight into the blob store's temp folder
+    before = set(spool.glob("*.part"))
+    system_before = set(Path(tempfile.gettempdir()).glob("tmp*.dcm"))
     with running(sqlite_store) as server:
         sender = subprocess.Popen(
             [dcmtk("storescu"), "-R", "-xy", *peer(server), str(big)],
@@ -435,7 +436,7 @@ def test_sender_killed_mid_transfer_leaves_nothing(sqlite_store: Store, tmp_path
         partial: set[Path] = set()
         deadline = time.monotonic() + 30
         while not partial and time.monotonic() < deadline and sender.poll() is None:
-            partial = {p for p in set(spool.glob("tmp*.dcm")) - before if p.stat().st_size > 1_000_000}
+            partial = {p for p in set(spool.glob("*.part")) - before if p.stat().st_size > 1_000_000}
             time.sleep(0.01)
         sender.kill()
         sender.wait()
@@ -444,6 +445,7 @@ def test_sender_killed_mid_transfer_leaves_nothing(sqlite_store: Store, tmp_path
         while any(p.exists() for p in partial) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert not any(p.exists() for p in partial)
+        assert set(Path(tempfile.gettempdir()).glob("tmp*.dcm")) <= system_before  # nothing in the system's
         assert index_count(sqlite_store) == 0
         assert blob_files(sqlite_store) == []
         # The server keeps serving.

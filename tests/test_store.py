@@ -218,3 +218,92 @@ def test_old_temp_files_of_a_crashed_writer_are_swept(tmp_path: Path) -> None:
     BlobStore(tmp_path / "blobs")  # the next start
     assert not old.exists()
     assert young.exists()
+
+
+def test_search_json_is_the_datasets_json(store: Store) -> None:
+    """QIDO builds DICOM JSON straight from index rows: the same objects as the C-FIND Datasets' JSON."""
+    from dicom_store.dicomweb.json_model import dataset_to_json
+
+    names = ["Yamada^Tarou=山田^太郎=やまだ^たろう", "Müller^Anna", "O'NEIL^SEAN^^DR", "A^B==C", ""]
+    first = None
+    for index, name in enumerate(names):
+        ds = secondary_capture(patient_name=name, patient_id=f"P{index}", accession=f"A{index}", modality="SM")
+        ds.SpecificCharacterSet = "ISO_IR 192"
+        ds.StudyDescription = "two\\values" if index == 1 else ""
+        ds.ReferringPhysicianName = "DR^WHO" if index == 2 else ""
+        ds.SeriesNumber = str(index) if index else ""
+        if index == 3:
+            del ds.InstanceNumber
+        store.store_dataset(ds)
+        first = first or ds
+    slide, _ = wsi_level(frames=4, study_uid=first.StudyInstanceUID)
+    slide.ImageType = ["ORIGINAL", "PRIMARY", "VOLUME", "NONE"]
+    slide.PerformedProcedureStepStartDate, slide.PerformedProcedureStepStartTime = "20260102", "101500"
+    store.store_dataset(slide)
+
+    searches = [
+        (Level.STUDY, []),
+        (Level.STUDY, [("PatientName", "Yamada*"), ("limit", "2")]),
+        (Level.SERIES, []),
+        (Level.SERIES, [("StudyInstanceUID", first.StudyInstanceUID)]),
+        (Level.IMAGE, []),
+        (Level.IMAGE, [("includefield", "all")]),
+        (Level.IMAGE, [("includefield", "ImageType,TotalPixelMatrixRows,Rows")]),
+        (Level.PATIENT, [("PatientID", "P1")]),
+    ]
+    for level, params in searches:
+        expected = [dataset_to_json(ds, None) for ds in store.search(level, params)]
+        assert expected, (level, params)
+        assert store.search_json(level, params) == expected, (level, params)
+
+
+def test_store_received_takes_the_file_in_place_and_cleans_up_refusals(store: Store) -> None:
+    """C-STORE's path: a data set received into the blob store's temp folder, named by the request's UID."""
+
+    def received(ds: pydicom.Dataset) -> Path:
+        path = store.blobs.temp_file()
+        path.write_bytes(_bytes(ds))
+        return path
+
+    good = secondary_capture()
+    path = received(good)
+    inode = path.stat().st_ino
+    result = store.store_received(path, good.SOPInstanceUID)
+    assert result.outcome is Outcome.STORED
+    assert store.path(good.SOPInstanceUID).stat().st_ino == inode  # renamed, not copied
+    assert not path.exists()
+
+    again = received(good)
+    with pytest.raises(DuplicateInstance):
+        store.store_received(again, good.SOPInstanceUID)
+    other = secondary_capture()
+    wrong = received(other)
+    with pytest.raises(InvalidInstance, match="differs"):
+        store.store_received(wrong, secondary_capture().SOPInstanceUID)
+    garbage = store.blobs.temp_file()
+    garbage.write_bytes(b"not dicom at all" * 100)
+    with pytest.raises(InvalidInstance):
+        store.store_received(garbage, other.SOPInstanceUID)
+    assert _blob_files(store) == [store.path(good.SOPInstanceUID)]  # nothing else, temp included
+
+    outside = store.blobs.root.parent / "elsewhere.dcm"  # not in the temp folder: the ordinary path
+    outside.write_bytes(_bytes(other))
+    assert store.store_received(outside, other.SOPInstanceUID).outcome is Outcome.STORED
+
+
+def test_cached_frames_follow_a_replacement_by_another_process(engine, tmp_path: Path, monkeypatch) -> None:
+    """Two Stores on one data dir (HTTP workers, a CLI command): a cached frame layout whose blob was
+    replaced elsewhere is dropped at its next check."""
+    import dicom_store.store as store_module
+
+    writer = Store(engine, tmp_path / "blobs", duplicate_policy="replace")
+    reader = Store(engine, tmp_path / "blobs")
+    slide, frames = wsi_level(frames=3, seed=1)
+    writer.store_dataset(slide)
+    assert reader.get_frames(slide.SOPInstanceUID, [1])[0].rstrip(b"\0") == frames[0]
+    replacement, new_frames = wsi_level(frames=3, seed=2, study_uid=slide.StudyInstanceUID)
+    replacement.SeriesInstanceUID, replacement.SOPInstanceUID = slide.SeriesInstanceUID, slide.SOPInstanceUID
+    replacement.file_meta.MediaStorageSOPInstanceUID = slide.SOPInstanceUID
+    writer.store_dataset(replacement)
+    monkeypatch.setattr(store_module, "LAYOUT_RECHECK_S", 0.0)
+    assert reader.get_frames(slide.SOPInstanceUID, [1])[0].rstrip(b"\0") == new_frames[0]

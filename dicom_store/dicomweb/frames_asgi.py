@@ -2,13 +2,16 @@
 
 A viewer asks for hundreds of tiles a second with one Accept header. Per request this path does: one
 regex match, the authorize call, one cached FrameSource lookup (the Store's LRU), one cached Accept
-decision, ``os.pread`` per frame on a cached file descriptor, and a single ``send`` of the whole
-multipart body. Frame offsets were computed at store time (dicom_store.frames). Anything unusual —
-decoding to uncompressed, errors that need detail — falls through to the Starlette route.
+decision, a slice of the blob's memory map per frame (no system call), and a single ``send`` of the
+whole multipart body. Frame offsets were computed at store time (dicom_store.frames). Anything
+unusual — decoding to uncompressed, errors that need detail — falls through to the Starlette route.
+``FramesRoute.answer`` is the synchronous core, also used below the ASGI layer by
+``dicom_store.dicomweb.fast_http``.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
 import re
 import threading
@@ -43,9 +46,11 @@ _CLOSE = b"\r\n" + multipart.CLOSE
 
 class _Frames:
     """Per stored blob, everything a request needs as plain Python values (no ORM attribute access,
-    no numpy on the hot path): the open descriptor, the identifying UIDs and per-frame byte ranges."""
+    no numpy on the hot path): the open descriptor and its memory map, the identifying UIDs and
+    per-frame byte ranges. Blobs are never modified once stored (a replacement is a new file), so the
+    map stays valid; after the file is deleted it still shows the old bytes until the entry goes."""
 
-    __slots__ = ("fd", "lengths", "offsets", "series", "servable", "source", "study", "syntax", "total")
+    __slots__ = ("fd", "lengths", "map", "offsets", "series", "servable", "source", "study", "syntax", "total")
 
     def __init__(self, source: FrameSource) -> None:
         self.source = source
@@ -57,6 +62,10 @@ class _Frames:
         # 1-bit frames that are not byte-aligned are re-packed by the Store: the slow route serves them
         self.servable = layout.encapsulated or layout.number_of_frames == self.total
         self.fd = os.open(source.path, os.O_RDONLY)
+        try:
+            self.map: mmap.mmap | None = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
+        except (OSError, ValueError):  # an empty file, or a filesystem without mmap
+            self.map = None
         table = layout.fragments
         if len(table) == self.total and np.array_equal(table[:, 0], np.arange(self.total)):
             self.offsets: list[int] | None = table[:, 1].tolist()
@@ -66,10 +75,18 @@ class _Frames:
 
     def read(self, number: int) -> bytes:
         if self.offsets is not None:
-            return os.pread(self.fd, self.lengths[number - 1], self.offsets[number - 1])  # type: ignore[index]
+            offset, length = self.offsets[number - 1], self.lengths[number - 1]  # type: ignore[index]
+            if self.map is not None:
+                return self.map[offset : offset + length]
+            return os.pread(self.fd, length, offset)
         from dicom_store.frames import read_frame
 
         return read_frame(self.fd, self.source.layout, number)
+
+    def close(self) -> None:
+        if self.map is not None:
+            self.map.close()
+        os.close(self.fd)
 
 
 class _Plan:
@@ -106,9 +123,9 @@ class FramesRoute:
             self._open[key] = entry
             while len(self._open) > self.max_open:
                 _, evicted = self._open.popitem(last=False)
-                os.close(evicted.fd)
+                evicted.close()
             if old is not None:
-                os.close(old.fd)
+                old.close()
         return entry
 
     def _plan(self, accept: str | None, syntax: str, single: bool) -> _Plan | None:
@@ -124,7 +141,6 @@ class FramesRoute:
 
     async def __call__(self, scope: dict[str, Any], send: Any, match: re.Match[str]) -> int:
         """Answer and return the status sent, or 0 to leave the request to the slow route."""
-        study, series, instance, frame_list = match.groups()
         authorization = accept = None
         for key, value in scope["headers"]:
             if key == b"accept":
@@ -137,26 +153,44 @@ class FramesRoute:
             status, body, headers = denied_response(exc)
             await respond(send, status, body, headers)
             return status
+        answer = self.answer(match, accept)
+        if answer is None:
+            return 0
+        content_type, body = answer
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [(b"content-type", content_type), (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        return 200
+
+    def answer(self, match: re.Match[str], accept: str | None) -> tuple[bytes, bytes] | None:
+        """(Content-Type, body) of a 200 answer to an authorized request whose path ``match``-ed
+        FRAMES_PATH, counted in the frames metric; None when the slow route must answer."""
+        study, series, instance, frame_list = match.groups()
         try:
             source = self.ctx.store.frame_source(instance)
         except NotFound:
-            return 0  # the slow route words the 404
+            return None  # the slow route words the 404
         frames = self._frames(source)
         if frames.study != study or frames.series != series or not frames.servable:
-            return 0
+            return None
         try:
             numbers = [int(n) for n in frame_list.split(",")] if "," in frame_list else [int(frame_list)]
         except ValueError:  # "1,,2": the slow route explains
-            return 0
+            return None
         total = frames.total
         if len(numbers) > STREAM_BATCH:
-            return 0  # the slow route streams long lists in batches
+            return None  # the slow route streams long lists in batches
         for number in numbers:
             if number < 1 or number > total:
-                return 0
+                return None
         plan = self._plan(accept, frames.syntax, len(numbers) == 1)
         if plan is None:
-            return 0
+            return None
         if not plan.multipart:
             body = frames.read(numbers[0])
         else:
@@ -168,21 +202,13 @@ class FramesRoute:
                 chunks.append(b"\r\n")
             chunks[-1] = _CLOSE
             body = b"".join(chunks)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", plan.content_type), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
         self._served.inc(amount=len(numbers))
-        return 200
+        return plan.content_type, body
 
     def close(self) -> None:
         with self._lock:
             for entry in self._open.values():
-                os.close(entry.fd)
+                entry.close()
             self._open.clear()
 
 

@@ -1,7 +1,9 @@
 """Servers under test and the load generator for ``dicom_store.bench_dicomweb``.
 
 Our server and Orthanc run as subprocesses so that server and load generator are separate processes,
-as in production; wrk (Debian) drives the frames route with random frame numbers.
+as in production; wrk (Debian) drives the frames route with random frame numbers. Our server is either
+the production command (a :class:`ServeCommand` from the caller: ``marrowlink serve`` with its HTTP
+worker processes) or, standalone, this module's ``_serve`` in one or more processes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,25 @@ def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+@dataclass(frozen=True)
+class ServeCommand:
+    """How to run the production server over a data dir; given by the caller (dicom_store does not
+    import integration, DESIGN §2).
+
+    ``argv(data, http_port, dicom_port)`` is its command line, ``env`` changes the environment (a
+    None value removes a variable), ``http_workers`` is how many processes serve its HTTP port, and
+    ``open_index(url)`` makes the index it expects (migrated), for data prepared before it starts.
+    """
+
+    argv: Callable[[Path, int, int], list[str]]
+    open_index: Callable[[str], Any]
+    http_workers: int = 1
+    env: Mapping[str, str | None] = field(default_factory=dict)
+
+    def environment(self) -> dict[str, str]:
+        return {k: v for k, v in {**os.environ, **self.env}.items() if v is not None}
 
 
 def _wait_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> None:
@@ -70,8 +93,9 @@ def index_engine(url: str):  # type: ignore[no-untyped-def]
     return engine
 
 
-def _serve(data: str, port: int, stack: str) -> None:
-    """Subprocess entry: serve the DICOMweb app (or the whole api) over ``data`` on ``port``."""
+def _serve(data: str, port: int, stack: str, reuse_port: bool = False) -> None:
+    """Subprocess entry: serve the DICOMweb app (or the whole api) over ``data`` on ``port``; with
+    ``reuse_port`` several such processes share the port (SO_REUSEPORT, Linux)."""
     import uvicorn
 
     from dicom_store.store import Store
@@ -90,7 +114,26 @@ def _serve(data: str, port: int, stack: str) -> None:
         from dicom_store.dicomweb import allow_all, dicomweb_app
 
         app = dicomweb_app(store, authorize=allow_all, max_request_bytes=1 << 30)
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    options: dict[str, Any] = {}
+    if stack != "ceiling":  # as ``marrowlink serve`` runs it (http_fast_frames)
+        from dicom_store.dicomweb.fast_http import app_frames_route, frames_protocol
+
+        route = app_frames_route(app)
+        prefix = "/dicomweb" if stack == "api" else ""
+        protocol = frames_protocol(
+            route, prefix=prefix, observe=getattr(getattr(app, "metrics", None), "observe", None)
+        )
+        if route is not None and protocol is not None:
+            options["http"] = protocol
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **options)
+    if not reuse_port:
+        uvicorn.Server(config).run()
+        return
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind(("127.0.0.1", port))
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _constant_app(size: int) -> Any:
@@ -111,25 +154,82 @@ def _constant_app(size: int) -> Any:
 
 
 class ServerUnderTest:
-    def __init__(self, data: Path, stack: str) -> None:
+    """Our server in subprocesses: ``command`` (the production server; for the "api" stack), or
+    ``workers`` processes of ``_serve`` sharing the port."""
+
+    def __init__(self, data: Path, stack: str, *, command: ServeCommand | None = None, workers: int = 1) -> None:
         self.port = _free_port()
         self.log = open(data / f"serve-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
-        code = f"from dicom_store.dicomweb.loadtest import _serve; _serve({str(data)!r}, {self.port}, {stack!r})"
-        self.process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT)
         self.prefix = "/dicomweb" if stack in ("api", "ceiling") else ""
-        _wait_http(f"http://127.0.0.1:{self.port}/", self.process)
+        self.processes: list[subprocess.Popen] = []
+        if command is not None and stack == "api":
+            self.dicom_port = _free_port()
+            self.workers = command.http_workers
+            argv = command.argv(data, self.port, self.dicom_port)
+            env = command.environment()
+            self.processes.append(subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env))
+        else:
+            self.workers = workers
+            for _ in range(workers):
+                code = (
+                    "from dicom_store.dicomweb.loadtest import _serve; "
+                    f"_serve({str(data)!r}, {self.port}, {stack!r}, {workers > 1})"
+                )
+                process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT)
+                self.processes.append(process)
+        try:
+            _wait_http(f"http://127.0.0.1:{self.port}/", self.processes[0])
+            wait_listening(self.port, self.workers, self.processes[0])
+        except BaseException:
+            self.stop()
+            raise
+
+    @property
+    def process(self) -> subprocess.Popen:
+        return self.processes[0]
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes]
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}{self.prefix}"
 
     def stop(self) -> None:
-        self.process.terminate()
-        try:
-            self.process.wait(10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
         self.log.close()
+
+
+def listeners(port: int) -> int:
+    """Sockets listening on 127.0.0.1/0.0.0.0:``port`` (from /proc/net/tcp; -1 where there is none)."""
+    try:
+        table = Path("/proc/net/tcp").read_text()
+    except OSError:
+        return -1
+    wanted = f":{port:04X} "
+    return sum(1 for line in table.splitlines()[1:] if wanted in line and line.split()[3] == "0A")
+
+
+def wait_listening(port: int, count: int, process: subprocess.Popen, timeout: float = 60.0) -> None:
+    """Until ``count`` sockets listen on ``port`` (every HTTP process is up), so that the load that
+    follows spreads over all of them."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = listeners(port)
+        if found < 0 or found >= count:
+            return
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} while its HTTP processes started")
+        time.sleep(0.1)
+    raise TimeoutError(f"only {listeners(port)} of {count} HTTP processes listen on port {port} after {timeout} s")
 
 
 # ---- Orthanc ---------------------------------------------------------------------------------------------
@@ -216,6 +316,32 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pids: int | Iterable[int]) -> float:
+    """CPU time of processes and all their living descendants (a server's worker processes)."""
+    roots = {pids} if isinstance(pids, int) else set(pids)
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(entry.name))
+    total, todo, seen = 0.0, list(roots), set()
+    while todo:
+        pid = todo.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        try:
+            total += cpu_seconds(pid)
+        except (OSError, IndexError):
+            continue
+        todo += children.get(pid, [])
+    return total
+
+
 def wrk_frames(
     host: str,
     prefix: str,
@@ -226,12 +352,13 @@ def wrk_frames(
     connections: int,
     accept: str = ACCEPT,
     first: int = 1,
-    server_pid: int | None = None,
+    server_pid: int | Iterable[int] | None = None,
 ) -> dict[str, float]:
     """Random frame numbers (``first`` is 1 for DICOMweb, 0 for Orthanc's REST) over keep-alive connections.
 
-    With ``server_pid``, also the server's CPU time per request: it moves less than frames/s when
-    other jobs share the machine, so it compares servers fairly on a busy host.
+    With ``server_pid`` (one or several; their child processes count too), also the server's CPU time
+    per request: it moves less than frames/s when other jobs share the machine, so it compares servers
+    fairly on a busy host.
     """
     wrk = shutil.which("wrk")
     if wrk is None:
@@ -252,9 +379,9 @@ def wrk_frames(
             "--latency",
         ]
         command += ["-s", script.name, host]
-        cpu_before = cpu_seconds(server_pid) if server_pid else 0.0
+        cpu_before = tree_cpu_seconds(server_pid) if server_pid else 0.0
         output = subprocess.run(command, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
-        cpu_after = cpu_seconds(server_pid) if server_pid else 0.0
+        cpu_after = tree_cpu_seconds(server_pid) if server_pid else 0.0
     finally:
         os.unlink(script.name)
     result = _parse_wrk(output)

@@ -13,7 +13,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from dicom_store.dicomweb.context import DICOM_JSON, Context, json_error
-from dicom_store.dicomweb.json_model import dataset_to_json
 from dicom_store.dicomweb.media import parse_accept, type_matches
 from dicom_store.query import Level, UnsupportedQuery, parse_query
 
@@ -24,12 +23,12 @@ def _accepts_json(accept: str | None) -> bool:
     return any(any(type_matches(item.media_type, media) for media in _JSON_TYPES) for item in parse_accept(accept))
 
 
-def _retrieve_url(base: str, level: Level, ds) -> str:  # type: ignore[no-untyped-def]
-    url = f"{base}/studies/{ds.StudyInstanceUID}"
+def _retrieve_url(base: str, level: Level, item: dict) -> str:
+    url = f"{base}/studies/{item['0020000D']['Value'][0]}"
     if level in (Level.SERIES, Level.IMAGE):
-        url += f"/series/{ds.SeriesInstanceUID}"
+        url += f"/series/{item['0020000E']['Value'][0]}"
     if level == Level.IMAGE:
-        url += f"/instances/{ds.SOPInstanceUID}"
+        url += f"/instances/{item['00080018']['Value'][0]}"
     return url
 
 
@@ -54,7 +53,7 @@ async def search(ctx: Context, request: Request, level: Level, fixed: dict[str, 
     if wanted is None or wanted > ctx.qido_max_results:
         query.limit = ctx.qido_max_results + 1
     try:
-        results = await run_in_threadpool(ctx.store.search, level, query)
+        results = await run_in_threadpool(ctx.store.search_json, level, query)
     except UnsupportedQuery as exc:
         return json_error(400, str(exc))
     if (wanted is None or wanted > ctx.qido_max_results) and len(results) > ctx.qido_max_results:
@@ -64,10 +63,7 @@ async def search(ctx: Context, request: Request, level: Level, fixed: dict[str, 
             'Additional results can be requested."'
         )
     base = ctx.base(request)
-    body = []
-    for ds in results:
-        item = dataset_to_json(ds, None)
-        item["00081190"] = {"vr": "UR", "Value": [_retrieve_url(base, level, ds)]}
-        body.append(item)
+    for item in results:
+        item["00081190"] = {"vr": "UR", "Value": [_retrieve_url(base, level, item)]}
     headers = {"Warning": ", ".join(warnings)} if warnings else None
-    return Response(json.dumps(body, ensure_ascii=False), 200, headers=headers, media_type=DICOM_JSON)
+    return Response(json.dumps(results, ensure_ascii=False), 200, headers=headers, media_type=DICOM_JSON)

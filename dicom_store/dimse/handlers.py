@@ -8,7 +8,6 @@ pending responses, cancellation.
 from __future__ import annotations
 
 import logging
-import os
 import re
 import time
 from collections.abc import Iterator, Mapping
@@ -18,7 +17,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
-from dicom_store.dimse import identifiers
+from dicom_store.dimse import identifiers, receive
 from dicom_store.dimse.contexts import NATIVE_SYNTAXES, held_syntaxes, prefer_held_syntaxes, send_contexts
 from dicom_store.errors import StoreError
 from dicom_store.models import Instance
@@ -115,6 +114,11 @@ class Handlers:
             reason = "local limit on concurrent associations reached"
         log.warning("association from %s rejected: %s", _peer(event), reason)
 
+    def on_opened(self, event: Event) -> None:
+        """Before the association's reactor runs: PDUs read in one piece, data sets received into the
+        blob store's temp folder (``receive.prepare``)."""
+        receive.prepare(event.assoc, self.store.blobs.tmp)
+
     def on_closed(self, event: Event) -> None:
         """Remove the partial file of a C-STORE cut off mid-transfer (sender killed, network lost).
 
@@ -125,10 +129,7 @@ class Handlers:
         partial = getattr(message, "_data_set_file", None)
         if partial is None:
             return
-        try:
-            partial.close()
-            os.unlink(partial.name)
-        except OSError:
+        if not receive.discard(partial):
             return
         log.warning("connection from %s closed during a C-STORE; partial data set discarded", _peer(event))
 
@@ -138,14 +139,17 @@ class Handlers:
         return SUCCESS
 
     def on_store(self, event: Event) -> int | Dataset:
-        """Hand pynetdicom's received Part-10 file to the Store, which takes it over (rename, no copy).
+        """Hand pynetdicom's received Part-10 file to the Store, which takes it over (no copy).
 
         In chunked receive mode pynetdicom 3.0.4 writes preamble, File Meta (Media Storage UIDs from
         the C-STORE command, Transfer Syntax from the accepted context) and the data set as sent,
-        so the file is stored without decoding the data set.
+        so the file is stored without decoding the data set; it is received straight into the blob
+        store's temp folder (``receive``), so the Store uses it in place, named from the request's
+        Affected SOP Instance UID. The response goes out when this returns, i.e. after the Store's
+        fsync and index commit.
         """
         try:
-            result = self.store.store_file(event.dataset_path, move=True)
+            result = self.store.store_received(event.dataset_path, str(event.request.AffectedSOPInstanceUID or ""))
         except StoreError as exc:
             log.warning("C-STORE from %s refused (0x%04X): %s", _peer(event), exc.status, exc)
             return status(exc.status, str(exc))

@@ -1,0 +1,166 @@
+"""`marrowlink serve` with two HTTP processes (http_workers): both serve the port, over one data dir.
+
+Which process answers a connection is read from /proc (the process that holds the accepted socket),
+so each step below is known to have gone through the main process or through the worker.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dicom_store.dicomweb.loadtest import listeners
+from tests.dicom_factory import wsi_level
+from tests.servers import marrowlink_server
+from tests.test_dicomweb_support import TOKENS, WRITE, multipart_body, part10, stow_headers
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SO_REUSEPORT balancing and /proc")
+
+OCTET_ANY = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
+ENV = {
+    "MARROWLINK_HTTP_WORKERS": "2",
+    "MARROWLINK_TOKENS": json.dumps(TOKENS),
+    "MARROWLINK_DICOMWEB_PUBLIC_READ": "true",
+    "MARROWLINK_DUPLICATE_POLICY": "replace",
+}
+
+
+def wait_for(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def http_children(pid: int) -> set[int]:
+    """The HTTP worker processes of ``pid`` (multiprocessing children that are not its resource tracker)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            command = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if ppid == pid and b"spawn_main" in command:
+            found.add(int(entry.name))
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def serving_pid(server_port: int, client_port: int, pids: set[int]) -> int | None:
+    """Which of ``pids`` holds the accepted end of the connection from ``client_port``."""
+    inode = None
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local, remote = fields[1], fields[2]
+        if local.endswith(f":{server_port:04X}") and remote.endswith(f":{client_port:04X}"):
+            inode = fields[9]
+    if inode is None:
+        return None
+    for pid in pids:
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                if os.readlink(f"/proc/{pid}/fd/{fd}") == f"socket:[{inode}]":
+                    return pid
+        except OSError:
+            continue
+    return None
+
+
+def connections_to(port: int, pids: set[int]) -> dict[int, http.client.HTTPConnection]:
+    """Keep-alive connections to the port until one is served by each of ``pids`` (the kernel spreads
+    connections by their address, so a few tries are needed)."""
+    found: dict[int, http.client.HTTPConnection] = {}
+    for _ in range(64):
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        connection.request("GET", "/healthz")
+        assert connection.getresponse().read() == b"ok"
+        assert connection.sock is not None
+        pid = serving_pid(port, connection.sock.getsockname()[1], pids)
+        if pid is not None and pid not in found:
+            found[pid] = connection
+        else:
+            connection.close()
+        if len(found) == len(pids):
+            return found
+    raise AssertionError(f"connections reached only {sorted(found)} of {sorted(pids)}")
+
+
+def get(connection: http.client.HTTPConnection, path: str, accept: str) -> tuple[int, bytes]:
+    connection.request("GET", path, headers={"Accept": accept})
+    response = connection.getresponse()
+    return response.status, response.read()
+
+
+def stow(connection: http.client.HTTPConnection, body: bytes) -> int:
+    connection.request("POST", "/dicomweb/studies", body=body, headers=stow_headers(**WRITE))
+    response = connection.getresponse()
+    response.read()
+    return response.status
+
+
+def test_two_http_processes_share_the_port_and_the_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    first, first_frames = wsi_level(frames=2, seed=1)
+    second, second_frames = wsi_level(frames=2, seed=2, study_uid=first.StudyInstanceUID)
+    second.SeriesInstanceUID, second.SOPInstanceUID = first.SeriesInstanceUID, first.SOPInstanceUID
+    second.file_meta.MediaStorageSOPInstanceUID = first.SOPInstanceUID
+    frames_path = (
+        f"/dicomweb/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}"
+        f"/instances/{first.SOPInstanceUID}/frames/1"
+    )
+    with marrowlink_server(data, env=ENV) as server:
+        port, main = server.http_port, server.process.pid
+        wait_for(lambda: listeners(port) == 2, 60, "two listening sockets")
+        (worker,) = wait_for(lambda: http_children(main), 30, "the HTTP worker process")
+        connections = connections_to(port, {main, worker})
+
+        # written through the worker, read through the main process: one index, one blob store
+        assert stow(connections[worker], multipart_body([part10(first)])) == 200
+        status, body = get(connections[main], f"/dicomweb/instances?SOPInstanceUID={first.SOPInstanceUID}", "*/*")
+        assert status == 200 and first.SOPInstanceUID in body.decode()
+        status, body = get(connections[main], frames_path, OCTET_ANY)
+        assert status == 200 and first_frames[0] in body
+        status, body = get(connections[worker], frames_path, OCTET_ANY)  # now in the worker's caches
+        assert status == 200 and first_frames[0] in body
+
+        # replaced through the main process: the worker's cached frame layout follows
+        assert stow(connections[main], multipart_body([part10(second)])) == 200
+        time.sleep(1.2)  # dicom_store.store.LAYOUT_RECHECK_S
+        status, body = get(connections[worker], frames_path, OCTET_ANY)
+        assert status == 200 and second_frames[0] in body and first_frames[0] not in body
+        for connection in connections.values():
+            connection.close()
+
+        # a worker that dies is replaced, on the same port
+        os.kill(worker, signal.SIGKILL)
+        (replacement,) = wait_for(lambda: http_children(main) - {worker}, 60, "a new HTTP worker")
+        wait_for(lambda: listeners(port) == 2, 60, "two listening sockets again")
+        assert set(connections_to(port, {main, replacement})) == {main, replacement}
+        assert "HTTP worker 2 (pid" in server.log()
+
+        # kill -9 of the main process takes the workers with it: nothing is left listening
+        server.process.kill()
+        server.process.wait()
+        wait_for(lambda: not alive(replacement), 15, "the worker to exit after its parent")
+        assert listeners(port) == 0
