@@ -14,8 +14,9 @@ import numpy as np
 from ai.catalogue import CRITICAL_CLASSES, GOOD_QUALITY
 from ai.metrics import DetectionCounts, classification_report, detection_counts, f_beta, top_n_good_share
 
-FOREGROUND_GRID = (0.3, 0.4, 0.5, 0.6)
+FOREGROUND_GRID = (0.4, 0.5, 0.6)
 CENTRE_GRID = (0.2, 0.4)
+SEED_DISTANCE_GRID_UM = (2.0, 3.0)  # closest two cell centres may lie; 3 µm halves over-splitting of large cells
 MIN_AREA_GRID_UM2 = (6.0, 12.0, 20.0)
 MIN_TRUE_AREA_UM2 = 15.0  # evaluable true cells (see ai.metrics)
 
@@ -33,11 +34,13 @@ def evaluate_detections(
 
 def select_seg_thresholds(segmenter, maps: Sequence[np.ndarray], fov_shapes, pixel_size_um: float,
                           true_masks, distractors) -> tuple[dict[str, float], dict]:  # fmt: skip
-    """Foreground and centre-seed thresholds and minimum cell area maximising F-beta (beta^2 = 5, recall 5:1) on
-    validation FOVs from the simulator; returns the thresholds and the chosen operating point's metrics."""
+    """Foreground and centre-seed thresholds, seed distance and minimum cell area maximising F-beta (beta^2 = 5,
+    recall 5:1) on validation FOVs from the simulator; returns the thresholds and the chosen operating point's
+    metrics."""
     best: tuple[float, dict[str, float], dict] | None = None
-    for fg, centre, min_area in itertools.product(FOREGROUND_GRID, CENTRE_GRID, MIN_AREA_GRID_UM2):
-        chosen = {"foreground": fg, "centre": centre, "min_area_um2": min_area}
+    grid = itertools.product(FOREGROUND_GRID, CENTRE_GRID, SEED_DISTANCE_GRID_UM, MIN_AREA_GRID_UM2)
+    for fg, centre, seed_distance, min_area in grid:
+        chosen = {"foreground": fg, "centre": centre, "seed_distance_um": seed_distance, "min_area_um2": min_area}
         dets = [
             segmenter.detections(segmenter.instances(m, **chosen), s, pixel_size_um)
             for m, s in zip(maps, fov_shapes, strict=True)
