@@ -6,14 +6,16 @@ thin gateway in front so DICOMweb's hot frames route bypasses FastAPI's routing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Gauge
 from sqlalchemy import func, select
 from sqlmodel import Session
 
 from api.auth import TokenAuth
 from api.config import ApiConfig
 from api.gateway import Gateway, HttpMetrics
+from api.metrics import Registries
 from api.notice import RESEARCH_NOTICE
 from api.routers import health, home
 from dicom_store.dicomweb import DicomWebApp, cors, dicomweb_app
@@ -30,21 +32,20 @@ class MarrowlinkApp(Gateway):
 
 def create_app(store: Store, config: ApiConfig | None = None) -> MarrowlinkApp:
     config = config or ApiConfig()
-    registry = CollectorRegistry()
+    registries = Registries(_instance_count(store))
     auth = TokenAuth(config)
     dicomweb = dicomweb_app(
         store,
         authorize=auth.dicomweb,
         max_request_bytes=config.max_request_bytes,
         base_url=config.base_url,
-        registry=registry,
+        registry=registries.local,
     )
-    _index_gauge(registry, store)
 
     fastapi_app = FastAPI(title="marrowlink", description=RESEARCH_NOTICE, version="0.1.0")
     fastapi_app.state.store = store
     fastapi_app.state.auth = auth
-    fastapi_app.state.registry = registry
+    fastapi_app.state.registry = registries.served
     fastapi_app.state.config = config
     fastapi_app.include_router(home.router)
     fastapi_app.include_router(health.router)
@@ -52,10 +53,11 @@ def create_app(store: Store, config: ApiConfig | None = None) -> MarrowlinkApp:
     def with_cors(app):  # type: ignore[no-untyped-def]
         return cors(app, config.cors_origins)
 
-    return MarrowlinkApp(fastapi_app, dicomweb, HttpMetrics(registry), cors=with_cors if config.cors_origins else None)
+    metrics = HttpMetrics(registries.local)
+    return MarrowlinkApp(fastapi_app, dicomweb, metrics, cors=with_cors if config.cors_origins else None)
 
 
-def _index_gauge(registry: CollectorRegistry, store: Store) -> None:
+def _instance_count(store: Store) -> Callable[[], float]:
     """Instances in the index, read at scrape time (covers DIMSE and CLI stores too, not only STOW)."""
 
     def count() -> float:
@@ -65,5 +67,4 @@ def _index_gauge(registry: CollectorRegistry, store: Store) -> None:
         except Exception:
             return float("nan")
 
-    gauge = Gauge("marrowlink_index_instances", "Instances in the index", registry=registry)
-    gauge.set_function(count)
+    return count

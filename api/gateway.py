@@ -8,9 +8,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from dicom_store.dicomweb.counters import LoopCounter, LoopHistogram
 from dicom_store.dicomweb.frames_asgi import FRAMES_PATH, TRIED
 from dicom_store.dicomweb.frames_asgi import ROUTE as FRAMES_ROUTE
 
@@ -57,27 +56,36 @@ def dicomweb_route(path: str) -> str:
 
 
 class HttpMetrics:
-    """Requests and latency by route; loop-local counters (see dicom_store.dicomweb.counters)."""
+    """Requests and latency by route: prometheus_client metrics, so that in multiprocess mode (several
+    HTTP processes, api.metrics) every process's requests are in the shared files. Each label set's
+    child is looked up once and kept: ``labels()`` takes a lock and costs more than ``inc`` itself."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
-        self.requests = LoopCounter(
-            "marrowlink_http_requests_total", "HTTP requests by route, method and status", ["route", "method", "status"]
+        self.requests = Counter(
+            "marrowlink_http_requests",
+            "HTTP requests by route, method and status",
+            ["route", "method", "status"],
+            registry=registry,
         )
-        self.latency = LoopHistogram(
+        self.latency = Histogram(
             "marrowlink_http_request_seconds",
             "HTTP request latency by route",
             ["route"],
-            (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
         )
-        registry.register(self.requests)
-        registry.register(self.latency)
+        self._counts: dict[tuple[str, str, int], Any] = {}
+        self._latencies: dict[str, Any] = {}
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.requests.inc(route, method, _STATUS.get(status) or str(status))
-        self.latency.observe(seconds, route)
-
-
-_STATUS = {code: str(code) for code in range(100, 600)}
+        count = self._counts.get((route, method, status))
+        if count is None:
+            count = self._counts[(route, method, status)] = self.requests.labels(route, method, str(status))
+        count.inc()
+        latency = self._latencies.get(route)
+        if latency is None:
+            latency = self._latencies[route] = self.latency.labels(route)
+        latency.observe(seconds)
 
 
 class Gateway:

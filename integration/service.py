@@ -10,7 +10,9 @@ HTTP port is served by several processes, each with its own listening socket on 
 others are spawned children that run only the HTTP app over the same data dir and index (SQLite in WAL
 mode is safe across processes; each process keeps its own caches, which revalidate themselves). The
 main process restarts a worker that dies and stops them all on shutdown; a worker exits when the main
-process goes away, even by kill -9.
+process goes away, even by kill -9. Prometheus metrics are shared by all of them through
+prometheus_client's multiprocess mode (a per-run folder ``<data>/run/metrics-<pid>``, see
+``api.metrics``), so any process answers ``/metrics`` with the totals.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -28,6 +31,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 import uvicorn
 from sqlalchemy import Engine
@@ -283,6 +287,7 @@ class HttpWorkers:
                     delay = min(30.0, 2.0 ** (self._failures[index] - 1)) if self._failures[index] else 0.0
                     self._failures[index] += 1
                     self._restart_at[index] = now + delay
+                    _metrics_process_dead(process.pid)
                     log.error(
                         "HTTP worker %d (pid %s) exited with code %s; starting another in %.0f s",
                         index + 2,
@@ -313,8 +318,53 @@ class HttpWorkers:
                 log.warning("HTTP worker pid %s did not stop in %.0f s; killing it", process.pid, timeout)
                 process.kill()
                 process.join(5)
+            _metrics_process_dead(process.pid)
         for sock in self._sockets:
             sock.close()
+
+
+# ---- metrics shared by the HTTP processes ----------------------------------------------------------------------
+
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def shared_metrics_dir(settings: Settings, workers: int) -> Path | None:
+    """With several HTTP processes: a fresh per-run folder for prometheus_client's multiprocess mode,
+    put in the environment before this process imports prometheus_client (workers inherit it).
+    Folders left by runs that are gone (kill -9) are removed."""
+    if workers == 1:
+        return None
+    if "prometheus_client" in sys.modules:  # pragma: no cover - imported too early to switch modes
+        log.warning("prometheus_client already imported: /metrics reports the process that answers")
+        return None
+    run = settings.data_dir / "run"
+    for old in run.glob("metrics-*"):
+        pid = old.name.removeprefix("metrics-")
+        if pid.isdigit() and not _pid_alive(int(pid)):
+            shutil.rmtree(old, ignore_errors=True)
+    path = run / f"metrics-{os.getpid()}"
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[METRICS_ENV] = str(path)
+    return path
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _metrics_process_dead(pid: int | None) -> None:
+    """prometheus_client's bookkeeping for a worker that exited (its live gauges stop counting)."""
+    if pid is not None and os.environ.get(METRICS_ENV):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid)
 
 
 Starter = Callable[["Components", AsyncExitStack], Awaitable[None]]
@@ -403,6 +453,24 @@ def run_service(
     except OSError as exc:
         log.error("cannot listen for HTTP on %s:%d: %s", settings.http_host, settings.http_port, exc)
         raise SystemExit(1) from exc
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    metrics_dir = shared_metrics_dir(settings, workers)
+    try:
+        return _serve(settings, sockets, workers, starters, after_start, exit_after)
+    finally:
+        if metrics_dir is not None:
+            os.environ.pop(METRICS_ENV, None)
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
+def _serve(
+    settings: Settings,
+    sockets: list[socket.socket],
+    workers: int,
+    starters: Sequence[Starter],
+    after_start: Callable[[Components], None] | None,
+    exit_after: bool,
+) -> int:
     components = build_components(settings)
     dimse = build_dimse(components)
     app = build_app(components)

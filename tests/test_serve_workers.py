@@ -164,3 +164,83 @@ def test_two_http_processes_share_the_port_and_the_data(tmp_path: Path) -> None:
         server.process.wait()
         wait_for(lambda: not alive(replacement), 15, "the worker to exit after its parent")
         assert listeners(port) == 0
+
+
+def sample(text: str, line_start: str) -> float:
+    """The value of the one sample line that starts with ``line_start`` in a Prometheus text answer."""
+    (value,) = [line.rsplit(" ", 1)[1] for line in text.splitlines() if line.startswith(line_start + " ")]
+    return float(value)
+
+
+def test_metrics_count_the_requests_of_every_http_process(tmp_path: Path) -> None:
+    """/metrics gives the totals of both processes, whichever answers (prometheus_client multiprocess
+    mode); the frames requests here are answered by the fast path below ASGI as well as by the app."""
+    data = tmp_path / "data"
+    data.mkdir()
+    instance, frames = wsi_level(frames=2, seed=3)
+    frames_path = (
+        f"/dicomweb/studies/{instance.StudyInstanceUID}/series/{instance.SeriesInstanceUID}"
+        f"/instances/{instance.SOPInstanceUID}/frames/"
+    )
+    route = "/dicomweb/studies/{study}/series/{series}/instances/{instance}/frames/{frames}"
+    requests = f'marrowlink_http_requests_total{{method="GET",route="{route}",status="200"}}'
+    with marrowlink_server(data, env=ENV) as server:
+        port, main = server.http_port, server.process.pid
+        wait_for(lambda: listeners(port) == 2, 60, "two listening sockets")
+        (worker,) = wait_for(lambda: http_children(main), 30, "the HTTP worker process")
+        (shared,) = (data / "run").glob("metrics-*")
+        assert shared.name == f"metrics-{main}"
+        connections = connections_to(port, {main, worker})
+        assert stow(connections[main], multipart_body([part10(instance)])) == 200
+
+        served: dict[int, int] = {main: 0, worker: 0}
+        frames_sent = 0
+        for pid, connection in connections.items():  # kept connections: each process answers some
+            for number in (1, 2, 1, 2):
+                status, body = get(connection, f"{frames_path}{number}", OCTET_ANY)
+                assert status == 200 and frames[number - 1] in body
+                served[pid] += 1
+                frames_sent += 1
+        for _ in range(12):  # fresh connections, spread by the kernel
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            status, _ = get(connection, f"{frames_path}1,2", OCTET_ANY)
+            assert status == 200
+            assert connection.sock is not None
+            served[serving_pid(port, connection.sock.getsockname()[1], {main, worker})] += 1  # type: ignore[index]
+            frames_sent += 2
+            connection.close()
+        total = sum(served.values())
+        assert total == 20 and min(served.values()) >= 4, served
+
+        def scrape(connection: http.client.HTTPConnection) -> str:
+            status, body = get(connection, "/metrics", "text/plain")
+            assert status == 200
+            return body.decode()
+
+        # request counts are written to the shared files as they happen: every scrape has them all
+        fresh = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(6)]
+        for connection in [*connections.values(), *fresh] * 2:
+            text = scrape(connection)
+            assert sample(text, requests) == total
+            assert sample(text, f'marrowlink_http_request_seconds_count{{route="{route}"}}') == total
+            assert sample(text, "marrowlink_http_processes") == 2
+            assert sample(text, "marrowlink_index_instances") == 1
+            assert sample(text, "marrowlink_instances_stored_total") == 1
+        # frames served (a per-process counter in DICOMweb) is copied to the files once a second
+        time.sleep(1.5)
+        for connection in [*connections.values(), *fresh]:
+            assert sample(scrape(connection), "marrowlink_frames_served_total") == frames_sent
+        for connection in [*connections.values(), *fresh]:
+            connection.close()
+
+        # a worker that dies: its counts stay, its live gauge goes (mark_process_dead)
+        os.kill(worker, signal.SIGKILL)
+        (replacement,) = wait_for(lambda: http_children(main) - {worker}, 60, "a new HTTP worker")
+        wait_for(lambda: listeners(port) == 2, 60, "two listening sockets again")
+        connections = connections_to(port, {main, replacement})
+        for connection in connections.values():
+            text = scrape(connection)
+            assert sample(text, requests) == total
+            assert sample(text, "marrowlink_http_processes") == 2
+            connection.close()
+    assert not shared.exists()  # removed when the service stops
