@@ -11,13 +11,13 @@ cannot read that way (other delimiters inside MSH-10, a broken MSH) goes through
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 
 from hl7.ack import build_ack
 from hl7.encoding import HeaderError, decode, escape, read_header
 from hl7.mllp import END, START, FrameDecoder
 from hl7.model import MessageHeader
+from hl7.standin import PeerServer
 
 _OWN_ID, _ECHOED = "\x00OWN\x00", "\x00MSA\x00"
 
@@ -37,7 +37,7 @@ def raw_control_id(body: bytes) -> bytes | None:
     return control_id
 
 
-class BenchLis:
+class BenchLis(PeerServer):
     """`await start()` / `await stop()` inside a running loop; `answered` counts the ACKs sent."""
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -51,17 +51,6 @@ class BenchLis:
         self._parts = (START + head.encode(), middle.encode(), tail.encode() + END)
         self._ids = itertools.count(1)
         self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-            self._server = None
 
     def answer(self, body: bytes) -> bytes | None:
         """The framed ACK for one received frame; None for a frame with no readable MSH-10."""

@@ -38,7 +38,30 @@ class _AckTemplate:
         return self.message.to_er7()
 
 
-class LisStandIn:
+class PeerServer:
+    """The asyncio listener of a LIS peer (stand-in or bench peer): subclasses set `host`, `port` and
+    `_server = None`, and handle each connection in `_connection`; port 0 picks a free port."""
+
+    host: str
+    port: int
+    _server: asyncio.Server | None
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._connection, self.host, self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 2)
+            self._server = None
+
+
+class LisStandIn(PeerServer):
     """`await start()` / `await stop()`; `answer` decides the ACK code per message (default AA)."""
 
     def __init__(
@@ -55,17 +78,6 @@ class LisStandIn:
         self.received: list[MessageHeader] = []
         self._templates = {code: _AckTemplate(code) for code in AckCode}
         self._server: asyncio.Server | None = None
-
-    async def start(self) -> None:
-        self._server = await asyncio.start_server(self._connection, self.host, self.port)
-        self.port = self._server.sockets[0].getsockname()[1]
-
-    async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
-            self._server = None
 
     def run(self) -> None:
         """Blocking, for the CLI: serve until Ctrl-C."""

@@ -8,8 +8,6 @@ ASGI wrapper shows which requests the fast path answered itself and which it lef
 from __future__ import annotations
 
 import socket
-import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,14 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 
 from api import ApiConfig, create_app
 from dicom_store import Store
 from dicom_store.dicomweb.fast_http import app_frames_route, frames_protocol
-from tests.conftest import free_port
 from tests.dicom_factory import secondary_capture, wsi_level
-from tests.test_dicomweb_support import TOKENS
+from tests.test_dicomweb_support import TOKENS, serve
 
 OCTET_ANY = 'multipart/related; type="application/octet-stream"; transfer-syntax=*'
 VIEWER = "Bearer viewer-token-0001"
@@ -41,25 +37,6 @@ class Counting:
         if scope["type"] == "http":
             self.requests += 1
         await self.app(scope, receive, send)
-
-
-@contextmanager
-def serving(app: Any, **options: Any) -> Iterator[int]:
-    port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **options)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
-    try:
-        yield port
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 @dataclass
@@ -83,8 +60,12 @@ def pair(store: Store, **config: Any) -> Iterator[Pair]:
     protocol = frames_protocol(route, prefix="/dicomweb", observe=fast_app.metrics.observe)
     assert protocol is not None
     counting = Counting(fast_app)
-    with serving(plain_app) as plain, serving(counting, http=protocol) as fast:
-        yield Pair(plain, fast, counting, fast_app, *_urls(store))
+    with serve(plain_app, lifespan="auto") as plain, serve(counting, lifespan="auto", http=protocol) as fast:
+        yield Pair(_port(plain), _port(fast), counting, fast_app, *_urls(store))
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 def _urls(store: Store) -> tuple[str, str, list[bytes]]:

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import uvicorn
@@ -42,10 +43,11 @@ class Served:
 
 
 @contextmanager
-def serve(app: object) -> Iterator[str]:
-    """uvicorn in a daemon thread; stops when the block ends."""
+def serve(app: object, **options: Any) -> Iterator[str]:
+    """uvicorn in a daemon thread (more uvicorn.Config options in `options`); stops when the block ends."""
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="on")
+    options = {"lifespan": "on", **options}
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, **options)
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
