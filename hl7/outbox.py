@@ -24,7 +24,7 @@ from functools import cache, lru_cache
 from typing import TypeVar
 
 from hl7apy.core import Message
-from sqlalchemy import Connection, Dialect, Engine, bindparam, delete, func, insert, update
+from sqlalchemy import Connection, Dialect, Engine, bindparam, delete, func, insert, literal_column, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlmodel import Session, col, select
 
@@ -37,6 +37,9 @@ from hl7.tables import OutboxLease, OutboxMessage, OutboxPayload, utcnow
 log = logging.getLogger("marrowlink.hl7.outbox")
 
 QUEUED, HELD, SENT = "queued", "held", "sent"
+#: "not yet sent", written as a literal so that the planner can use the partial index of unsent rows
+#: (`ix_hl7_outbox_unsent`); with a bound parameter it cannot know the index applies
+_UNSENT = OutboxMessage.__table__.c.state != literal_column(f"'{SENT}'")  # type: ignore[attr-defined]
 T = TypeVar("T")
 
 
@@ -131,7 +134,7 @@ class Outbox:
 
     def destinations(self) -> list[str]:
         """Destinations with work left (queued or held)."""
-        query = select(OutboxMessage.destination).where(OutboxMessage.state != SENT).distinct()
+        query = select(OutboxMessage.destination).where(_UNSENT).distinct()
         with Session(self.engine) as session:
             return list(session.exec(query).all())
 
@@ -222,7 +225,7 @@ def _pending_statement():  # type: ignore[no-untyped-def]
     return (
         select(*table.c, payloads.c.payload)
         .join_from(table, payloads, payloads.c.outbox_id == table.c.id)
-        .where(table.c.destination == bindparam("destination"), table.c.state != SENT)
+        .where(table.c.destination == bindparam("destination"), _UNSENT)
         .order_by(table.c.id)
         .limit(bindparam("limit"))
     )

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import Column, Index, LargeBinary, Text, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
 
 
@@ -49,7 +49,17 @@ class OutboxMessage(SQLModel, table=True):
     """An outbound message, stored before it is sent; sent once its ACK (matching MSA-2) is recorded."""
 
     __tablename__ = "hl7_outbox"
-    __table_args__ = (Index("ix_hl7_outbox_destination_state", "destination", "state", "id"),)
+    #: the sender's work list: only unsent rows, in send order (queries must say `state <> 'sent'` as a
+    #: literal, or the planner cannot prove the partial index applies)
+    __table_args__ = (
+        Index(
+            "ix_hl7_outbox_unsent",
+            "destination",
+            "id",
+            sqlite_where=text("state <> 'sent'"),
+            postgresql_where=text("state <> 'sent'"),
+        ),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     destination: str = Field(max_length=255)  # host:port

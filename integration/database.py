@@ -47,6 +47,12 @@ def create_index_engine(url: str) -> Engine:
             # process crash (kill -9), which is the durability the store promises.
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            # Checkpoint every ~40 MB of WAL instead of SQLite's ~4 MB: each checkpoint syncs the WAL and
+            # the database file inside the commit that triggers it, and at the default interval that was
+            # every ~150 stored ORUs (`bench mllp`: 2,660-3,070 -> 3,270-3,520 ORU/s). The size limit
+            # truncates the WAL back after a checkpoint once a burst has grown it past 64 MB.
+            cursor.execute("PRAGMA wal_autocheckpoint=10000")
+            cursor.execute("PRAGMA journal_size_limit=67108864")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
