@@ -162,3 +162,20 @@ def test_bench_measures_the_child_alone(tmp_path: Path) -> None:
         ]
     )
     assert summary == {"seconds": 2, "cpu_seconds": 2, "peak_rss_mb": 9, "runs_seconds": [3, 1, 2]}
+
+
+def _sampling_factors(jpeg: bytes) -> list[int]:
+    """Each component's horizontal/vertical sampling byte from the baseline SOF0 header."""
+    sof = jpeg.index(b"\xff\xc0")
+    components = jpeg[sof + 9]
+    return [jpeg[sof + 11 + 3 * k] for k in range(components)]
+
+
+def test_tiles_are_baseline_jpeg_with_the_scanners_4_2_0_chroma() -> None:
+    """The Metafer's FOV JPEGs are 4:2:0 (as OrthancWSIDicomizer's tiles are): tiles keep that
+    subsampling, which YBR_FULL_422 declares for any subsampled baseline JPEG (PS3.5 8.2.1)."""
+    tile = np.random.default_rng(3).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    data = encode_tile(tile)
+    assert _sampling_factors(data) == [0x22, 0x11, 0x11]
+    decoded = imagecodecs.jpeg8_decode(data)
+    assert decoded.shape == tile.shape
