@@ -179,3 +179,22 @@ def test_tiles_are_baseline_jpeg_with_the_scanners_4_2_0_chroma() -> None:
     assert _sampling_factors(data) == [0x22, 0x11, 0x11]
     decoded = imagecodecs.jpeg8_decode(data)
     assert decoded.shape == tile.shape
+
+
+def test_bench_wsi_command_reports_every_run(tmp_path: Path) -> None:
+    """`marrowlink bench wsi --repeat N` runs ours N times (taking turns with the peers) and reports the
+    median with each run's time, and the size of what it wrote."""
+    import json
+
+    command = ["bench", "wsi", "--json", "--no-peers", "--fovs", "2", "--repeat", "2"]
+    out = subprocess.run(
+        [sys.executable, "-m", "integration.cli", *command],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
+    result = json.loads(out.stdout)
+    ours = result["marrowlink"]
+    assert result["repeat"] == 2 and len(ours["runs_seconds"]) == 2
+    assert ours["seconds"] > 0 and ours["output_mb"] > 0

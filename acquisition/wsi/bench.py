@@ -253,6 +253,9 @@ def run_bench(fovs: int = 50, seed: int = 1, peers: bool = True, repeat: int = 1
         for attempt in range(repeat):
             for name, tool in list(tools.items()):
                 target = folder / f"{name}-{attempt}"
+                # Write back what the previous converter (or the input preparation) left dirty in the
+                # page cache first, so that no run pays for another's output.
+                os.sync()
                 try:
                     runs[name].append(tool(target))
                 except RuntimeError as exc:
