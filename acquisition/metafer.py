@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 MANIFEST_NAME = "manifest.json"
+CSV_MANIFEST_NAME = "manifest.csv"  # the same manifest as one table (acquisition.metafer_csv)
 FORMAT = "marrowlink-metafer-export"
 FORMAT_VERSION = 1
 IMAGE_KINDS = ("overview", "fov")
@@ -173,18 +174,38 @@ class _Checker:
         return self.number(obj, keys[0], where), self.number(obj, keys[1], where)
 
 
-def read_metafer_export(path: Path | str) -> ScanManifest:
-    """Read and validate an export folder (or its manifest.json); see docs/metafer-export.md."""
-    path = Path(path)
-    folder = path.parent if path.name == MANIFEST_NAME else path
-    manifest = folder / MANIFEST_NAME
+def _load_manifest(folder: Path, named: str | None) -> tuple[Path, Any]:
+    """The manifest file and its content as the manifest.json structure (a CSV manifest converted)."""
+    json_file, csv_file = folder / MANIFEST_NAME, folder / CSV_MANIFEST_NAME
+    if named is None and json_file.is_file() and csv_file.is_file():
+        raise MetaferExportError(folder, "(manifest)", f"both {MANIFEST_NAME} and {CSV_MANIFEST_NAME}: keep one")
+    use_csv = named == CSV_MANIFEST_NAME or (named is None and csv_file.is_file() and not json_file.is_file())
+    manifest = csv_file if use_csv else json_file
     ck = _Checker(manifest)
     if not manifest.is_file():
-        raise ck.fail("(manifest)", "no manifest.json in the export folder")
+        if named is None:
+            raise ck.fail("(manifest)", f"no {MANIFEST_NAME} or {CSV_MANIFEST_NAME} in the export folder")
+        raise ck.fail("(manifest)", "file does not exist")
     try:
-        raw = json.loads(manifest.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        text = manifest.read_text(encoding="utf-8-sig")  # a spreadsheet's CSV may start with a BOM
+    except UnicodeDecodeError as exc:
+        raise ck.fail("(manifest)", f"not UTF-8 text: {exc}") from exc
+    if use_csv:
+        from acquisition.metafer_csv import manifest_from_csv
+
+        return manifest, manifest_from_csv(text, ck.fail)
+    try:
+        return manifest, json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ck.fail("(manifest)", f"not valid JSON: {exc}") from exc
+
+
+def read_metafer_export(path: Path | str) -> ScanManifest:
+    """Read and validate an export folder (or its manifest.json / manifest.csv); see docs/metafer-export.md."""
+    path = Path(path)
+    folder = path.parent if path.name in (MANIFEST_NAME, CSV_MANIFEST_NAME) else path
+    manifest, raw = _load_manifest(folder, path.name if path != folder else None)
+    ck = _Checker(manifest)
     top = ck.fields(raw, _TOP, "")
     if top["format"] != FORMAT:
         raise ck.fail("format", f"must be {FORMAT!r}, not {top['format']!r}")

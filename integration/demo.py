@@ -158,7 +158,7 @@ def _await_delivery(components: Components, entry_id: int, timeout: float = 60.0
 def _scan(folder: Path, case: DemoCase) -> Path:
     from acquisition import plan_scan, simulate_slide, write_metafer_export
 
-    if (folder / "manifest.json").exists():
+    if (folder / "manifest.json").exists() or (folder / "manifest.csv").exists():
         return folder
     log.info("2/5 virtual Metafer: %s smear, 10x pre-scan, %d FOVs at 40x", case.profile, case.fovs)
     slide = simulate_slide(case.seed, case.profile)

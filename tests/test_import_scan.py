@@ -121,6 +121,24 @@ def test_cli_imports(export: Path, tmp_path: Path) -> None:
     assert study_uid_for("ACC-9", UID_ROOT) in out.stdout
 
 
+def test_cli_imports_an_export_with_a_csv_manifest(export: Path, tmp_path: Path) -> None:
+    """The same scan described by manifest.csv imports to the same slide as with manifest.json."""
+    from acquisition.metafer_csv import convert_to_csv
+
+    copy = tmp_path / "csv-export"
+    shutil.copytree(export, copy)
+    convert_to_csv(copy)
+    data = tmp_path / "data"
+    out = subprocess.run(
+        [MARROWLINK, "import-scan", str(copy), "--accession", "ACC-CSV", "--data", str(data)],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0, out.stderr
+    assert f"stored slide {read_metafer_export(export).barcode}" in out.stdout
+    assert study_uid_for("ACC-CSV", UID_ROOT) in out.stdout
+
+
 def test_orthanc_accepts_imported_instances_over_c_store(export: Path, engine, tmp_path: Path) -> None:
     from dicom_store.dimse.scu import forward
     from tests.orthanc import orthanc_server

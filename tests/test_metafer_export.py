@@ -151,3 +151,60 @@ def test_simulate_scan_can_plan_with_an_aoi_model(tmp_path: Path, monkeypatch: p
     overview = simulate_slide(9, scan_area_um=(900.0, 600.0)).render_overview()
     darkest = min(overview.grid_tiles(), key=lambda t: (-(255.0 - float(overview.tile_image(t).mean())), t.row, t.col))
     assert (m.fovs[0].x_um, m.fovs[0].y_um) == pytest.approx((darkest.x_um, darkest.y_um), abs=1e-3)
+
+
+def _as_csv(export: Path, tmp_path: Path, edit=None) -> Path:  # type: ignore[no-untyped-def]
+    """A copy of the export whose manifest is manifest.csv (`edit(text)` may change the table)."""
+    from acquisition.metafer_csv import convert_to_csv
+
+    copy = tmp_path / "csv-export"
+    shutil.copytree(export, copy)
+    target = convert_to_csv(copy)
+    if edit is not None:
+        target.write_text(edit(target.read_text()))
+    return copy
+
+
+def test_csv_manifest_reads_as_the_json_one(export: Path, tmp_path: Path) -> None:
+    """One table, one row per image, slide fields repeated on each row: the same scan as manifest.json."""
+    from dataclasses import replace
+
+    copy = _as_csv(export, tmp_path)
+    assert not (copy / "manifest.json").exists()
+    header = (copy / "manifest.csv").read_text().splitlines()[0].split(",")
+    assert header[:4] == ["file", "kind", "stage_x_um", "stage_y_um"] and "slide.barcode" in header
+    from_json, from_csv = read_metafer_export(export), read_metafer_export(copy)
+    moved = lambda m, root: tuple(replace(im, file=im.file.relative_to(root)) for im in m.images)  # noqa: E731
+    assert moved(from_csv, copy) == moved(from_json, export)
+    for field in ("barcode", "equipment", "objectives", "pixel_size_um", "stage_origin_um", "acquired"):
+        assert getattr(from_csv, field) == getattr(from_json, field)
+    assert read_metafer_export(copy / "manifest.csv").barcode == from_json.barcode
+    # With a BOM, as spreadsheets write it.
+    (copy / "manifest.csv").write_text("\ufeff" + (copy / "manifest.csv").read_text(), encoding="utf-8")
+    assert read_metafer_export(copy).barcode == from_json.barcode
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "reason"),
+    [
+        (lambda t: t.replace("slide.barcode", "slide.barcod"), "slide.barcod", "unknown field"),
+        (lambda t: t.replace("VM00000005", "VM00000099", 1), "slide.barcode", "one slide, one value"),
+        (lambda t: t.replace(",fov,", ",fob,", 1), "images[1].kind", "unknown image kind"),
+        (lambda t: t.replace("0.08625", "abc"), "pixel_size_um.fov", "must be a number"),
+        (lambda t: t.splitlines()[0] + "\n", "images", "no image rows"),
+        (lambda t: t + "a,b\n", "(manifest)", "row 5 has 2 cells"),
+    ],
+)
+def test_csv_manifest_errors_name_the_field(export: Path, tmp_path: Path, edit, field: str, reason: str) -> None:  # type: ignore[no-untyped-def]
+    copy = _as_csv(export, tmp_path, edit)
+    with pytest.raises(MetaferExportError) as caught:
+        read_metafer_export(copy)
+    assert caught.value.field == field and reason in str(caught.value)
+    assert caught.value.file.endswith("manifest.csv")
+
+
+def test_two_manifests_are_refused(export: Path, tmp_path: Path) -> None:
+    copy = _as_csv(export, tmp_path)
+    shutil.copy(export / "manifest.json", copy / "manifest.json")
+    with pytest.raises(MetaferExportError, match=r"both manifest\.json and manifest\.csv"):
+        read_metafer_export(copy)

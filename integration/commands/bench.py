@@ -30,9 +30,7 @@ def bench_wsi(
     fovs: Annotated[int, typer.Option(help="FOVs in the slide.")] = 50,
     seed: Annotated[int, typer.Option(help="Virtual slide seed.")] = 1,
     peers: Annotated[bool, typer.Option(help="Also run OrthancWSIDicomizer and wsidicomizer.")] = True,
-    repeat: Annotated[
-        int, typer.Option(help="Runs of each converter, taking turns; medians are reported.", min=1)
-    ] = 3,
+    repeat: Annotated[int, typer.Option(help="Runs of each converter, taking turns; medians are reported.", min=1)] = 3,
 ) -> None:
     """Encode one slide (overview + FOVs) as DICOM WSI, beside OrthancWSIDicomizer and wsidicomizer."""
     from acquisition.wsi.bench import run_bench

@@ -14,7 +14,7 @@ DataOption = Annotated[
 
 
 def import_scan_command(
-    folder: Annotated[Path, typer.Argument(help="Metafer export folder (manifest.json + images).")],
+    folder: Annotated[Path, typer.Argument(help="Metafer export folder (manifest.json or manifest.csv + images).")],
     accession: Annotated[str | None, typer.Option("--accession", help="Accession number of the case.")] = None,
     data: DataOption = None,
 ) -> None:
