@@ -188,28 +188,3 @@ def test_shipped_models_load_and_match_their_cards(kind):
     size = card.input_size if kind != "seg" else 64
     out = model(np.zeros((1, size, size, 3), np.float32), training=False)
     assert out.shape[-1] == (2 if kind == "seg" else len(card.classes))
-
-
-def test_a_seam_between_touching_cells_costs_more_than_an_outer_rim():
-    """The same centre error on as many pixels: on the seam where two cells touch (a merge) it must cost
-    more than on an outer rim next to background, which the foreground channel already bounds."""
-    from ai.postprocess import centre_targets
-    from ai.training.losses import segmentation_loss
-
-    labels = np.zeros((40, 56), np.int32)
-    labels[10:30, 8:28] = 1
-    labels[10:30, 28:48] = 2
-    truth = np.stack([(labels > 0).astype(np.float32), centre_targets(labels)], axis=-1)
-    rim = (labels > 0) & (truth[..., 1] < 0.3)
-    seam = rim & (np.abs(np.arange(56) - 27.5) < 2)[None, :] & (np.abs(np.arange(40) - 19.5) < 6)[:, None]
-    rows = (np.abs(np.arange(40) - 19.5) < 6)[:, None]
-    outer = rim & rows & np.isin(np.arange(56), [8, 9, 46, 47])[None, :]  # both cells' outer edges
-    assert seam.sum() == outer.sum() > 0
-
-    def loss(wrong: np.ndarray) -> float:
-        pred = np.clip(truth.copy(), 0.02, 0.98)
-        pred[..., 1][wrong] = 0.9
-        return float(segmentation_loss(truth[None], pred[None]))
-
-    right = loss(np.zeros_like(seam))
-    assert loss(seam) - right > 2 * (loss(outer) - right)
