@@ -32,8 +32,10 @@ def version_locations() -> list[str]:
     return locations
 
 
-def create_index_engine(url: str) -> Engine:
-    """An engine tuned for the index: SQLite in WAL mode with a busy timeout, or a pooled server DB."""
+def create_index_engine(url: str, *, max_connections: int = 30) -> Engine:
+    """An engine tuned for the index: SQLite in WAL mode with a busy timeout, or a pooled server DB that
+    never holds more than `max_connections` connections (a third kept open, the rest opened on demand;
+    a request that finds none free waits for one)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -58,7 +60,8 @@ def create_index_engine(url: str) -> Engine:
             cursor.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    kept = max(1, max_connections // 3)
+    return create_engine(url, pool_pre_ping=True, pool_size=kept, max_overflow=max(0, max_connections - kept))
 
 
 def alembic_config(engine: Engine) -> Config:
@@ -75,8 +78,8 @@ def migrate(engine: Engine) -> None:
     command.upgrade(alembic_config(engine), "heads")
 
 
-def open_index(url: str) -> Engine:
+def open_index(url: str, *, max_connections: int = 30) -> Engine:
     """Create the engine and migrate: what every command that touches the store calls first."""
-    engine = create_index_engine(url)
+    engine = create_index_engine(url, max_connections=max_connections)
     migrate(engine)
     return engine

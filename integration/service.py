@@ -56,7 +56,9 @@ def build_components(settings: Settings, *, migrate: bool = True) -> Components:
     """Index engine and Store; ``migrate=False`` for processes that start after one that migrated."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     url = settings.effective_database_url
-    engine = open_index(url) if migrate else create_index_engine(url)
+    # every serve process (the main one and each HTTP worker) has a pool: they share one budget
+    share = max(3, settings.database_connections // http_worker_count(settings))
+    engine = open_index(url, max_connections=share) if migrate else create_index_engine(url, max_connections=share)
     store = Store(
         engine,
         settings.blob_dir,

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, validation_alias=AliasChoices("DATABASE_URL", "MARROWLINK_DATABASE_URL", "database_url")
     )
+    #: The most connections all `serve` processes together open to a server database (PostgreSQL; SQLite
+    #: needs none): each process's pool gets an equal share, at least 3. PostgreSQL allows 100 by default,
+    #: and every HTTP worker process has a pool of its own.
+    database_connections: int = Field(default=60, ge=3, le=10000)
     # Reserved for scale-out (Celery workers, DESIGN §1); nothing reads it yet: analysis runs in-process.
     broker_url: str | None = Field(default=None, validation_alias=AliasChoices("MARROWLINK_BROKER", "broker_url"))
 

@@ -244,3 +244,38 @@ def test_metrics_count_the_requests_of_every_http_process(tmp_path: Path) -> Non
             assert sample(text, "marrowlink_http_processes") == 2
             connection.close()
     assert not shared.exists()  # removed when the service stops
+
+
+@pytest.mark.postgres
+def test_all_processes_together_stay_within_the_database_connection_budget(tmp_path: Path, postgres_url: str) -> None:
+    """Each HTTP process has its own connection pool: on PostgreSQL (default max_connections 100) the
+    processes must share one budget, `database_connections`, however many requests arrive at once."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+    from sqlalchemy import create_engine, text
+
+    budget = 12  # 3 per process: the smallest share a process gets
+    env = {**ENV, "MARROWLINK_HTTP_WORKERS": "4", "MARROWLINK_DATABASE_CONNECTIONS": str(budget)}
+    database = postgres_url.rsplit("/", 1)[1]
+    admin = create_engine(postgres_url.rsplit("/", 1)[0] + "/test", isolation_level="AUTOCOMMIT")
+    count = text("SELECT count(*) FROM pg_stat_activity WHERE datname = :d AND backend_type = 'client backend'")
+    peak = 0
+    with marrowlink_server(tmp_path / "data", env=env, database_url=postgres_url) as server:
+        wait_for(lambda: listeners(server.http_port) == 4, 60, "four listening sockets")
+        # slow queries hold their connections, so concurrent requests need many at once
+        url = f"{server.base_url}/dicomweb/studies?PatientName=*x*&fuzzymatching=true&limit=5"
+
+        def query(_: int) -> int:
+            with httpx.Client(timeout=60) as client:
+                return client.get(url).status_code
+
+        with ThreadPoolExecutor(48) as pool, admin.connect() as connection:
+            answers = [pool.submit(query, i) for i in range(480)]
+            while not all(answer.done() for answer in answers):
+                peak = max(peak, connection.execute(count, {"d": database}).scalar_one())
+                time.sleep(0.01)
+            statuses = [answer.result() for answer in answers]
+    admin.dispose()
+    assert set(statuses) == {200}
+    assert 0 < peak <= budget, f"{peak} connections open at once, budget {budget}"
