@@ -110,33 +110,24 @@ def test_cli_refuses_a_bad_export_and_stores_nothing(export: Path, tmp_path: Pat
     assert blobs == []
 
 
-def test_cli_imports(export: Path, tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    out = subprocess.run(
-        [MARROWLINK, "import-scan", str(export), "--accession", "ACC-9", "--data", str(data)],
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 0, out.stderr
-    assert study_uid_for("ACC-9", UID_ROOT) in out.stdout
-
-
-def test_cli_imports_an_export_with_a_csv_manifest(export: Path, tmp_path: Path) -> None:
-    """The same scan described by manifest.csv imports to the same slide as with manifest.json."""
+@pytest.mark.parametrize("manifest", ["json", "csv"])
+def test_cli_imports(export: Path, tmp_path: Path, manifest: str) -> None:
+    """`import-scan` of the export as written, and of the same scan described by manifest.csv."""
     from acquisition.metafer_csv import convert_to_csv
 
-    copy = tmp_path / "csv-export"
-    shutil.copytree(export, copy)
-    convert_to_csv(copy)
-    data = tmp_path / "data"
+    folder = export
+    if manifest == "csv":
+        folder = tmp_path / "csv-export"
+        shutil.copytree(export, folder)
+        convert_to_csv(folder)
     out = subprocess.run(
-        [MARROWLINK, "import-scan", str(copy), "--accession", "ACC-CSV", "--data", str(data)],
+        [MARROWLINK, "import-scan", str(folder), "--accession", "ACC-9", "--data", str(tmp_path / "data")],
         capture_output=True,
         text=True,
     )
     assert out.returncode == 0, out.stderr
     assert f"stored slide {read_metafer_export(export).barcode}" in out.stdout
-    assert study_uid_for("ACC-CSV", UID_ROOT) in out.stdout
+    assert study_uid_for("ACC-9", UID_ROOT) in out.stdout
 
 
 def test_orthanc_accepts_imported_instances_over_c_store(export: Path, engine, tmp_path: Path) -> None:
