@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests use as independent peers, when missing.
 set -euo pipefail
-packages=(dcmtk dicom3tools orthanc orthanc-dicomweb orthanc-wsi libpixelmed-java)
+# libturbojpeg0: lossless tile copies from JPEG sources (PyTurboJPEG); marrowlink re-encodes without it.
+packages=(dcmtk dicom3tools orthanc orthanc-dicomweb orthanc-wsi libpixelmed-java libturbojpeg0)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -62,6 +62,36 @@ def test_import_stores_a_wsi_that_reads_back(export: Path, engine, tmp_path: Pat
     assert sparse.TotalPixelMatrixColumns >= max(r.column + r.width for r in regions)
 
 
+def test_base_overview_level_copies_the_source_jpegs_whole_tiles(tmp_path: Path) -> None:
+    """The overview is a 4:2:0 baseline JPEG at the origin of its level: its whole tiles are stored as
+    cut from it (DCT domain, no re-encoding); only the edge tiles, which need padding, are encoded."""
+    from acquisition.wsi.tiles import copy_tiles
+
+    slide = simulate_slide(12, "normal", scan_area_um=(900.0, 600.0))  # 652x435 px: two whole tiles
+    overview_image = slide.render_overview()
+    export = tmp_path / "export"
+    write_metafer_export(slide, export, plan_scan(overview_image, n=1), overview=overview_image)
+    engine = open_index(f"sqlite:///{tmp_path / 'index.sqlite3'}")
+    store = Store(engine, tmp_path / "blobs")
+    result = import_scan(export, store, uid_root=UID_ROOT, accession_number="ACC-COPY", engine=engine)
+    overview = read_metafer_export(export).overview
+    assert overview is not None
+    base = next(
+        r
+        for r in store.instances(result.study_instance_uid)
+        if (ds := store.get_dataset(r.sop_instance_uid, stop_before_pixels=True)).ImageType[0] == "ORIGINAL"
+        and ds.DimensionOrganizationType == "TILED_FULL"
+    )
+    ds = store.get_dataset(base.sop_instance_uid, stop_before_pixels=True)
+    copied = copy_tiles(overview.file.read_bytes(), overview.width, overview.height, int(ds.Columns))
+    assert copied, "the test scan's overview should hold whole tiles"
+    per_row = -(-int(ds.TotalPixelMatrixColumns) // int(ds.Columns))
+    numbers = [row * per_row + column + 1 for row, column in copied]
+    frames = store.get_frames(base.sop_instance_uid, numbers)
+    assert [f.rstrip(b"\0") for f in frames] == [copied[key].rstrip(b"\0") for key in copied]
+    engine.dispose()
+
+
 def test_imported_instances_pass_dciodvfy(export: Path, tmp_path: Path) -> None:
     dciodvfy = require_program("dciodvfy")
     engine = open_index(f"sqlite:///{tmp_path / 'i.sqlite3'}")

@@ -198,3 +198,29 @@ def test_bench_wsi_command_reports_every_run(tmp_path: Path) -> None:
     ours = result["marrowlink"]
     assert result["repeat"] == 2 and len(ours["runs_seconds"]) == 2
     assert ours["seconds"] > 0 and ours["output_mb"] > 0
+
+
+def test_whole_tiles_of_a_baseline_jpeg_are_copied_not_re_encoded() -> None:
+    """A level whose pixels are exactly a 4:2:0 baseline JPEG's takes its whole tiles from it in the DCT
+    domain: decoded, they equal the source's decode away from the tile border (where chroma upsampling
+    looks at the neighbouring tile), byte-for-byte nothing was re-quantised. Edge tiles are not copied."""
+    from acquisition.wsi.tiles import copy_tiles, jpeg_sampling
+
+    side = 256  # the WSI tile size
+
+    y, x = np.mgrid[0:600, 0:700]
+    smooth = np.stack([(x * 0.3) % 255, (y * 0.4) % 255, ((x + y) * 0.2) % 255], axis=-1).astype(np.uint8)
+    source = imagecodecs.jpeg8_encode(smooth, level=85)
+    assert jpeg_sampling(source) == (0x22, 0x11, 0x11)
+    copied = copy_tiles(source, 700, 600, side)
+    assert sorted(copied) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # 700x600 holds 2x2 whole 256-px tiles
+    full = imagecodecs.jpeg8_decode(source)
+    for (row, column), jpeg in copied.items():
+        assert jpeg_sampling(jpeg) == (0x22, 0x11, 0x11)
+        tile = imagecodecs.jpeg8_decode(jpeg)
+        inner = full[row * side + 16 : (row + 1) * side - 16, column * side + 16 : (column + 1) * side - 16]
+        assert np.array_equal(tile[16:-16, 16:-16], inner)
+    # not ours to copy: 4:4:4 (frames would disagree with YBR_FULL_422), PNG, a tile grid off the MCUs
+    assert copy_tiles(imagecodecs.jpeg8_encode(smooth, level=85, subsampling="444"), 700, 600, side) == {}
+    assert copy_tiles(imagecodecs.png_encode(smooth), 700, 600, side) == {}
+    assert copy_tiles(source, 700, 600, 200) == {}

@@ -23,7 +23,15 @@ from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, JPEGBaseline8Bit, VLWholeSli
 from acquisition.wsi import modules
 from acquisition.wsi.context import SlideContext
 from acquisition.wsi.geometry import PixelGrid
-from acquisition.wsi.tiles import PlacedFov, SparseTile, collect_full, pool, pyramid, submit_full, tile_sparse
+from acquisition.wsi.tiles import (
+    PlacedFov,
+    SparseTile,
+    collect_full,
+    pool,
+    pyramid,
+    submit_full,
+    tile_sparse,
+)
 
 TILE = 256
 _COLUMN_POSITION = 0x0048021E
@@ -54,14 +62,21 @@ def encode_slide(
     overview_objective_power: float = 10.0,
     fov_objective_power: float = 40.0,
     tile: int = TILE,
+    overview_jpeg: bytes | None = None,
 ) -> list[Dataset]:
-    """Encode one scan; returns the datasets in instance-number order (40x first)."""
+    """Encode one scan; returns the datasets in instance-number order (40x first).
+
+    `overview_jpeg`, the overview's source file when it is a JPEG, lets the base overview level take its
+    whole tiles from it without re-encoding (`tiles.copy_tiles`) where the overview needs no resampling.
+    """
     if overview.ndim != 3 or overview.shape[2] != 3 or overview.dtype != np.uint8:
         raise ValueError(f"overview must be RGB uint8 (H, W, 3), got {overview.dtype} {overview.shape}")
     if fov_pixel_size_um <= 0 or overview_pixel_size_um <= 0:
         raise ValueError("pixel sizes must be positive")
+    source = overview
     if fovs:
         overview, overview_pixel_size_um = _align_to_power_of_two(overview, overview_pixel_size_um, fov_pixel_size_um)
+    base_jpeg = overview_jpeg if overview is source else None  # a resampled overview has other pixels
     overview_grid = PixelGrid(
         overview_origin_um[0], overview_origin_um[1], overview_pixel_size_um, overview.shape[1], overview.shape[0]
     )
@@ -70,8 +85,9 @@ def encode_slide(
     executor = pool()
     try:
         levels = []
-        for level in pyramid(overview, tile):
-            levels.append((level.shape[1], level.shape[0], submit_full(executor, level, tile)))
+        for index, level in enumerate(pyramid(overview, tile)):
+            frames = submit_full(executor, level, tile, source_jpeg=base_jpeg if index == 0 else None)
+            levels.append((level.shape[1], level.shape[0], frames))
         sparse_level = None
         if fovs:
             fov_grid = PixelGrid(

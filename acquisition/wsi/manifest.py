@@ -43,7 +43,11 @@ def encode_manifest(manifest: ScanManifest, context: SlideContext) -> list[Datas
     fovs = manifest.fovs
     if not fovs:
         raise ScanImportError(f"{manifest.path}: the export has no FOV images")
-    overview_pixels = _loader(overview.file)()
+    source = overview.file.read_bytes()
+    try:
+        overview_pixels = decode_image(source)
+    except Exception as exc:
+        raise ScanImportError(f"{overview.file}: cannot decode image: {exc}") from exc
     if overview_pixels.shape[:2] != (overview.height, overview.width):
         raise ScanImportError(
             f"{overview.file}: image is {overview_pixels.shape[1]}x{overview_pixels.shape[0]}, "
@@ -60,4 +64,5 @@ def encode_manifest(manifest: ScanManifest, context: SlideContext) -> list[Datas
         context=context,
         overview_objective_power=magnifications["overview"].magnification if "overview" in magnifications else 10.0,
         fov_objective_power=magnifications["fov"].magnification if "fov" in magnifications else 40.0,
+        overview_jpeg=source if source[:3] == b"\xff\xd8\xff" else None,
     )
