@@ -25,14 +25,15 @@ class ScanImportError(RuntimeError):
     """A scan that cannot be imported; the message says which file or field and why."""
 
 
-def _loader(path: Path) -> Callable[[], np.ndarray]:
-    def load() -> np.ndarray:
-        try:
-            return decode_image(path.read_bytes())
-        except Exception as exc:
-            raise ScanImportError(f"{path}: cannot decode image: {exc}") from exc
+def _decode(path: Path, data: bytes) -> np.ndarray:
+    try:
+        return decode_image(data)
+    except Exception as exc:
+        raise ScanImportError(f"{path}: cannot decode image: {exc}") from exc
 
-    return load
+
+def _loader(path: Path) -> Callable[[], np.ndarray]:
+    return lambda: _decode(path, path.read_bytes())
 
 
 def encode_manifest(manifest: ScanManifest, context: SlideContext) -> list[Dataset]:
@@ -43,11 +44,8 @@ def encode_manifest(manifest: ScanManifest, context: SlideContext) -> list[Datas
     fovs = manifest.fovs
     if not fovs:
         raise ScanImportError(f"{manifest.path}: the export has no FOV images")
-    source = overview.file.read_bytes()
-    try:
-        overview_pixels = decode_image(source)
-    except Exception as exc:
-        raise ScanImportError(f"{overview.file}: cannot decode image: {exc}") from exc
+    source = overview.file.read_bytes()  # decoded here, and its whole tiles copied by encode_slide
+    overview_pixels = _decode(overview.file, source)
     if overview_pixels.shape[:2] != (overview.height, overview.width):
         raise ScanImportError(
             f"{overview.file}: image is {overview_pixels.shape[1]}x{overview_pixels.shape[0]}, "
