@@ -103,6 +103,13 @@ def test_fov_shape_pixel_size_and_masks(fov) -> None:  # type: ignore[no-untyped
     kinds = Counter(d.kind for d in fov.distractors)
     assert kinds["red_cell"] > 50 and kinds["platelet"] > 0
     assert len(np.unique(fov.distractor_mask)) - 1 == len(fov.distractors)
+    # Each cell's whole outline holds its visible part (and what lies under cells painted over it).
+    assert len(fov.amodal_masks) == len(fov.cells)
+    for c, whole in zip(fov.cells, fov.amodal_masks, strict=True):
+        canvas = np.zeros(fov.instance_mask.shape, bool)
+        h, w = whole.mask.shape
+        canvas[whole.y0 : whole.y0 + h, whole.x0 : whole.x0 + w] = whole.mask
+        assert not np.any((fov.instance_mask == c.id) & ~canvas) and c.area_px <= canvas.sum() <= c.full_area_px
     # Cells are 100-250 px across at 40x (most of them).
     diam = np.median([np.sqrt(c.full_area_px / np.pi) * 2 for c in fov.cells])
     assert 80 < diam < 250
@@ -117,6 +124,30 @@ def test_touching_cells_exist(slide, overview) -> None:  # type: ignore[no-untyp
         down = (mask[1:] != mask[:-1]) & (mask[1:] > 0) & (mask[:-1] > 0)
         touching += int(right.sum() + down.sum())
     assert touching > 100
+
+
+def _covered_share(fov, hidden: float) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """Cells (at least 15 µm² visible) of which more than `hidden` of their outline lies under other cells."""
+    seen = np.array([c.area_px for c in fov.cells], float)
+    whole = np.array([m.mask.sum() for m in fov.amodal_masks], float)
+    keep = seen >= 15.0 / fov.pixel_size_um**2
+    return int(((1 - seen / whole) > hidden)[keep].sum()), int(keep.sum())
+
+
+def test_cells_spread_side_by_side_in_a_monolayer_and_pile_up_where_thick(slide, overview) -> None:  # type: ignore[no-untyped-def]
+    """Where the AOI sends the 40x scan, nucleated cells touch but seldom lie on one another (stain
+    densities add, so which one is on top would be invisible); in thick areas they do pile up."""
+    covered = total = 0
+    for pos in plan_scan(overview, n=3):
+        c, t = _covered_share(slide.render_fov(pos.x_um, pos.y_um), 0.3)
+        covered, total = covered + c, total + t
+    assert total > 80 and covered / total < 0.15  # 11 % here; independent positions gave 21 %
+    ys, xs = np.mgrid[0 : SMALL[1] - 130 : 20.0, 0 : SMALL[0] - 177 : 20.0]
+    thick = slide.geometry.coverage(xs + 88, ys + 65)
+    k = int(np.argmax(thick))
+    assert thick.flat[k] > 1.6
+    c, t = _covered_share(slide.render_fov(xs.flat[k], ys.flat[k]), 0.3)
+    assert c / t > 0.15
 
 
 def test_overview_and_grid(slide, overview) -> None:  # type: ignore[no-untyped-def]

@@ -1,7 +1,7 @@
 """The virtual Metafer: a deterministic generator of MGG bone-marrow smears and their 10x/40x images."""
 
 from acquisition.simulator import optics
-from acquisition.simulator.fov import CellRecord, DistractorRecord, Fov
+from acquisition.simulator.fov import AmodalMask, CellRecord, DistractorRecord, Fov
 from acquisition.simulator.overview import GridTile, Overview
 from acquisition.simulator.profiles import PROFILE_NAMES, PROFILES
 from acquisition.simulator.virtual import GENERATOR_VERSION, VirtualSlide, simulate_slide
@@ -10,6 +10,7 @@ __all__ = [
     "GENERATOR_VERSION",
     "PROFILES",
     "PROFILE_NAMES",
+    "AmodalMask",
     "CellRecord",
     "DistractorRecord",
     "Fov",

@@ -4,6 +4,10 @@ Label conventions (the `ai` package and the seg data set rely on them):
 - `instance_mask`: int32, 0 = background, k > 0 = nucleated cell k (1..K, consecutive); where cells
   overlap, the one on top (painted last) owns the pixel. The mask covers the whole cell (nucleus and
   cytoplasm), as visible within the FOV.
+- `amodal_masks[i]`: cell i+1's whole outline within the FOV, including what lies under cells painted
+  over it. Stain optical densities add where cells overlap (transmitted light), so an image does not show
+  which of two overlapping cells is on top; the amodal masks are the part of the truth that an image does
+  determine, and where two cells overlap, both masks hold the shared pixels.
 - `distractor_mask`: int32 ids of non-nucleated objects (red cells, platelets, precipitate, debris,
   fibres), 1..M consecutive, only where no nucleated cell is: the two masks never share a pixel.
 """
@@ -39,6 +43,15 @@ class CellRecord:
 
 
 @dataclass(frozen=True)
+class AmodalMask:
+    """A cell's whole outline (also under other cells), cropped to the FOV: `mask` starts at (x0, y0)."""
+
+    x0: int
+    y0: int
+    mask: np.ndarray  # bool
+
+
+@dataclass(frozen=True)
 class DistractorRecord:
     id: int
     kind: str  # red_cell | platelet | precipitate | debris | fibre
@@ -59,6 +72,7 @@ class Fov:
     cells: list[CellRecord]
     distractor_mask: np.ndarray
     distractors: list[DistractorRecord]
+    amodal_masks: list[AmodalMask]
 
     @property
     def focus(self) -> float:
@@ -106,6 +120,7 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
     codes: list[str] = []
     centres: list[tuple[float, float]] = []
     full: list[int] = []
+    whole: list[AmodalMask] = []
     for c in sorted(content.cells, key=lambda c: c.z):
         rng = np.random.default_rng(c.seed)
         plan = RECIPES[c.code](rng)
@@ -116,6 +131,7 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
         centres.append((round(cx, 1), round(cy, 1)))
         full.append(int(sprite.mask.sum()))
         cv.add(sprite.od, sprite.mask, sprite.x0, sprite.y0, len(codes), cv.cells)
+        whole.append(_inside(cv, sprite.mask, sprite.x0, sprite.y0))  # type: ignore[arg-type]
     cv.distractors[cv.cells > 0] = 0
 
     rng = np.random.default_rng([ctx.seed, 7, round(x_um * 10), round(y_um * 10)])
@@ -124,7 +140,7 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
     illum *= sensor_dust()
     image = expose(cv.od, ctx.stain, rng, blur_sigma_px=1.1 + 2.6 * defocus, illumination=illum)
 
-    instance, cells = _cell_records(cv.cells, codes, centres, full)
+    instance, cells, painted = _cell_records(cv.cells, codes, centres, full)
     distractor, distractors = _distractor_records(cv.distractors, kinds)
     return Fov(
         image=image,
@@ -136,7 +152,16 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
         cells=cells,
         distractor_mask=distractor,
         distractors=distractors,
+        amodal_masks=[whole[o - 1] for o in painted],  # a cell with a visible pixel has a window in the FOV
     )
+
+
+def _inside(cv: Canvas, mask: np.ndarray, x0: int, y0: int) -> AmodalMask | None:
+    win = cv.window(x0, y0, mask.shape[0], mask.shape[1])
+    if win is None:
+        return None
+    cy, cx, py, px = win
+    return AmodalMask(cx.start, cy.start, mask[py, px].astype(bool))
 
 
 @lru_cache(maxsize=1)
@@ -212,14 +237,15 @@ def _bboxes(labels: np.ndarray, n: int) -> tuple[list[tuple[int, int, int, int]]
 
 def _cell_records(
     labels: np.ndarray, codes: list[str], centres: list[tuple[float, float]], full: list[int]
-) -> tuple[np.ndarray, list[CellRecord]]:
+) -> tuple[np.ndarray, list[CellRecord], np.ndarray]:
+    """Records of the cells with a visible pixel, their consecutive ids, and each one's painting index."""
     new, old = _relabel(labels)
     boxes, areas = _bboxes(new, len(old))
     records = [
         CellRecord(i + 1, codes[o - 1], boxes[i], centres[o - 1], int(areas[i + 1]), full[o - 1])
         for i, o in enumerate(old)
     ]
-    return new, records
+    return new, records, old
 
 
 def _distractor_records(labels: np.ndarray, kinds: list[str]) -> tuple[np.ndarray, list[DistractorRecord]]:

@@ -24,7 +24,7 @@ from acquisition.simulator.slide import SmearGeometry
 from acquisition.simulator.stain import SlideStain, random_stain
 
 #: Bumped whenever a change alters the pixels a seed produces (recorded in data sets and manifests).
-GENERATOR_VERSION = "1.1.0"
+GENERATOR_VERSION = "1.2.0"
 
 #: Default scan area (µm): large enough for a few hundred optimal tiles, small enough for a quick overview.
 DEFAULT_SCAN_AREA_UM = (7000.0, 3500.0)
