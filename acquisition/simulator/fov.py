@@ -120,7 +120,7 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
     codes: list[str] = []
     centres: list[tuple[float, float]] = []
     full: list[int] = []
-    whole: list[AmodalMask] = []
+    whole: list[AmodalMask | None] = []
     for c in sorted(content.cells, key=lambda c: c.z):
         rng = np.random.default_rng(c.seed)
         plan = RECIPES[c.code](rng)
@@ -131,7 +131,7 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
         centres.append((round(cx, 1), round(cy, 1)))
         full.append(int(sprite.mask.sum()))
         cv.add(sprite.od, sprite.mask, sprite.x0, sprite.y0, len(codes), cv.cells)
-        whole.append(_inside(cv, sprite.mask, sprite.x0, sprite.y0))  # type: ignore[arg-type]
+        whole.append(_inside(cv, sprite.mask, sprite.x0, sprite.y0))
     cv.distractors[cv.cells > 0] = 0
 
     rng = np.random.default_rng([ctx.seed, 7, round(x_um * 10), round(y_um * 10)])
@@ -152,7 +152,7 @@ def render_fov(ctx: FovContext, x_um: float, y_um: float) -> Fov:
         cells=cells,
         distractor_mask=distractor,
         distractors=distractors,
-        amodal_masks=[whole[o - 1] for o in painted],  # a cell with a visible pixel has a window in the FOV
+        amodal_masks=[m for m in (whole[o - 1] for o in painted) if m is not None],  # all: each one is visible
     )
 
 
