@@ -66,8 +66,9 @@ def encode_slide(
 ) -> list[Dataset]:
     """Encode one scan; returns the datasets in instance-number order (40x first).
 
-    `overview_jpeg`, the overview's source file when it is a JPEG, lets the base overview level take its
-    whole tiles from it without re-encoding (`tiles.copy_tiles`) where the overview needs no resampling.
+    `overview_jpeg`, the overview's source file, lets the base overview level take its whole tiles from it
+    without re-encoding (`tiles.copy_tiles`) where it is a JPEG that allows it and the overview needs no
+    resampling.
     """
     if overview.ndim != 3 or overview.shape[2] != 3 or overview.dtype != np.uint8:
         raise ValueError(f"overview must be RGB uint8 (H, W, 3), got {overview.dtype} {overview.shape}")

@@ -62,5 +62,5 @@ def encode_manifest(manifest: ScanManifest, context: SlideContext) -> list[Datas
         context=context,
         overview_objective_power=magnifications["overview"].magnification if "overview" in magnifications else 10.0,
         fov_objective_power=magnifications["fov"].magnification if "fov" in magnifications else 40.0,
-        overview_jpeg=source if source[:3] == b"\xff\xd8\xff" else None,
+        overview_jpeg=source,
     )

@@ -104,7 +104,7 @@ def submit_full(
     the whole tiles from it without re-encoding (`copy_tiles`): the lossless crop costs more CPU than
     encoding (0.12 against ~0.04 s for 171 tiles), so it runs on a pool thread beside the FOV jobs.
     """
-    if source_jpeg is not None:
+    if source_jpeg is not None and _copyable(source_jpeg, tile):
         return [executor.submit(_encode_level_copying, image, tile, quality, source_jpeg)]
     return [executor.submit(_encode_row, image, top, tile, quality) for top in range(0, image.shape[0], tile)]
 
@@ -136,16 +136,19 @@ def copy_tiles(jpeg: bytes, width: int, height: int, tile: int) -> dict[Key, byt
     elsewhere, or where libjpeg-turbo's TurboJPEG library is not installed (Debian: libturbojpeg0), {}
     and every tile is encoded. Edge tiles are never copied: they need padding to the full tile.
     """
-    if jpeg[:3] != b"\xff\xd8\xff" or jpeg_sampling(jpeg) != _OWN_SAMPLING or tile % 16:
-        return {}
-    turbo = _turbojpeg()
-    if turbo is None:
+    if not _copyable(jpeg, tile):
         return {}
     keys = [(row, column) for row in range(height // tile) for column in range(width // tile)]
     if not keys:
         return {}
     regions = [(column * tile, row * tile, tile, tile) for row, column in keys]
-    return dict(zip(keys, turbo.crop_multiple(jpeg, regions, copynone=True), strict=True))
+    return dict(zip(keys, _turbojpeg().crop_multiple(jpeg, regions, copynone=True), strict=True))
+
+
+def _copyable(jpeg: bytes, tile: int) -> bool:
+    """Whether `copy_tiles` can cut tiles from these bytes (else every tile is encoded, row by row)."""
+    is_jpeg = jpeg[:3] == b"\xff\xd8\xff"
+    return is_jpeg and jpeg_sampling(jpeg) == _OWN_SAMPLING and tile % 16 == 0 and _turbojpeg() is not None
 
 
 @cache
