@@ -60,6 +60,17 @@ def _init_weights(model, opts: TrainOptions) -> None:
         model.load_weights(str(folder / ModelCard.load(folder).weights_file))
 
 
+def _inherit_architecture(kind: str, arch: str, opts: TrainOptions) -> None:
+    """A fine-tune continues the model it starts from: its kind and arch must match, and unless the caller
+    names other `arch_params` (width, depth) it takes the starting model's, so that `--init ai/weights/seg`
+    needs no `--width` to match the shipped network."""
+    start = ModelCard.load(Path(opts.init_from))  # type: ignore[arg-type]
+    if (start.kind, start.arch) != (kind, arch):
+        raise ValueError(f"--init {opts.init_from} is a {start.kind}/{start.arch} model, not {kind}/{arch}")
+    if opts.arch_params is None:
+        opts.arch_params = dict(start.arch_params)
+
+
 def _callbacks(out_dir: Path, patience: int, monitor: str, mode: str):
     import tf_keras as keras
 
@@ -82,6 +93,8 @@ def train(kind: str, data_dir: Path | str, arch: str | None = None, epochs: int 
 
     opts = TrainOptions(epochs=epochs, **options)
     arch = arch or DEFAULT_ARCH[kind]
+    if opts.init_from:
+        _inherit_architecture(kind, arch, opts)
     if (kind, arch) not in DEFAULT_INPUT:
         raise ValueError(f"unknown architecture {arch!r} for {kind!r}")
     opts.input_size = opts.input_size or DEFAULT_INPUT[(kind, arch)]
