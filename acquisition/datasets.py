@@ -5,8 +5,10 @@ The formats are a contract with `ai` (ai/data.py reads exactly these):
 - aoi: `tiles/<seed>_<row>_<col>.png` (a grid tile of the overview, RGB at overview resolution) and
   `labels.csv` (file,label,seed,row,col), background tiles subsampled so they do not dominate;
 - seg: `images/<seed>_<k>.png` (RGB FOV 2048x1496), `masks/<seed>_<k>.png` (uint16 nucleated-cell
-  ids, 0 = background), `distractors/<seed>_<k>.png` (uint16 ids of non-nucleated objects), and
-  `cells.csv` (file,instance_id,class) with `file` the image's name;
+  ids, 0 = background), `distractors/<seed>_<k>.png` (uint16 ids of non-nucleated objects),
+  `shared/<seed>_<k>.png` (uint16, 1 where two or more cells' whole outlines overlap: which one lies on
+  top there is not visible, `Fov.shared_pixels`), `cells.csv` (file,instance_id,class) with `file` the
+  image's name, and `fovs.csv` (file,seed,x_um,y_um,source,quality);
 - cls: `crops/<CLASS>/<seed>_<k>_<id>.png` (128x128 RGB: 256x256 px of the FOV around the cell centre
   halved, i.e. 0.1725 µm/px, `crop_pixel_size_um`) and `labels.csv` (file,label,seed), `file`
   relative to the folder. Only cells at least 60% visible whose crop lies inside the FOV are cropped.
@@ -177,7 +179,7 @@ def fov_positions(slide: VirtualSlide, n: int, explore: float) -> list[FovPositi
 
 def _seg(out: Path, slides: Any, fovs: int, step: Callable[[int], None]) -> tuple[Counter, dict]:
     counts: Counter = Counter()
-    for sub in ("images", "masks", "distractors"):
+    for sub in ("images", "masks", "distractors", "shared"):
         (out / sub).mkdir(exist_ok=True)
     with (out / "cells.csv").open("w", newline="") as f, (out / "fovs.csv").open("w", newline="") as g:
         w = csv.writer(f)
@@ -192,6 +194,7 @@ def _seg(out: Path, slides: Any, fovs: int, step: Callable[[int], None]) -> tupl
                 _png(out / "images" / name, _jpeg(fov.image, 90))
                 write_ids(out / "masks" / name, fov.instance_mask)
                 write_ids(out / "distractors" / name, fov.distractor_mask)
+                write_ids(out / "shared" / name, fov.shared_pixels().astype(np.uint16))
                 for c in fov.cells:
                     w.writerow([name, c.id, c.code])
                     counts[c.code] += 1

@@ -11,6 +11,10 @@ Definitions (also in docs/ai.md):
 - True cells with a visible area below a minimum (default 15 µm², a third of the smallest nucleated
   cell: slivers cut by the FOV border or hidden under other cells) are ignore regions; the sensitivity
   over all cells is reported beside it as `sensitivity_all`.
+- Optionally (`ambiguous`), pixels that lie inside two cells' whole outlines are left out of the IoU: stain
+  densities add where cells overlap, so the image cannot show which cell lies on top there, and the
+  visible-mask truth gives those pixels to one cell by painting order alone. Reported beside the strict
+  counts, never instead of them.
 """
 
 from __future__ import annotations
@@ -126,15 +130,21 @@ def detection_counts(
     distractors: np.ndarray | None = None,
     iou: float = 0.5,
     min_true_area: float = 0.0,
+    ambiguous: np.ndarray | None = None,
 ) -> DetectionCounts:
     """Cell-level counts for one FOV from instance-id images of the same shape (0 = background).
 
     True cells whose visible area is below `min_true_area` pixels (slivers cut by the FOV border or
     hidden under other cells) are ignore regions: they count neither as true cells nor, when a prediction
-    matches one, as false positives; `sensitivity_all` reports them anyway.
+    matches one, as false positives; `sensitivity_all` reports them anyway. `ambiguous` (bool, same shape):
+    pixels left out of every IoU (module docstring); which cells are slivers is still decided on the whole
+    visible area.
     """
-    _, ids_p, inter, area_t, area_p = overlap_table(true_labels, pred_labels)
-    pairs = match_instances(_iou(inter, area_t, area_p), iou)
+    ids_t, ids_p, inter, area_t, area_p = overlap_table(true_labels, pred_labels)
+    ious = _iou(inter, area_t, area_p)
+    if ambiguous is not None:
+        ious = _iou_outside(true_labels, pred_labels, ambiguous, ids_t, ids_p, ious)
+    pairs = match_instances(ious, iou)
     small = area_t < min_true_area
     small_found = sum(1 for r, _ in pairs if small[r])
     found = len(pairs) - small_found
@@ -157,6 +167,26 @@ def detection_counts(
             reported = (iou_d >= iou).any(axis=1) | (covered & unmatched[None, :]).any(axis=1)
             counts.distractors_reported = int(reported.sum())
     return counts
+
+
+def _iou_outside(true_labels, pred_labels, ambiguous, ids_t, ids_p, strict: np.ndarray) -> np.ndarray:
+    """IoU over the pixels outside `ambiguous`, in the rows and columns of the strict table; a true cell
+    with no pixel outside keeps its strict IoU (a small cell lying wholly on a larger one)."""
+    if ambiguous.shape != true_labels.shape:
+        raise ValueError(f"ambiguous mask is {ambiguous.shape}, label images {true_labels.shape}")
+    keep = ~ambiguous.astype(bool)
+    t_ids, p_ids, inter2, at2, ap2 = overlap_table(np.where(keep, true_labels, 0), np.where(keep, pred_labels, 0))
+    rows, cols = np.searchsorted(ids_t, t_ids), np.searchsorted(ids_p, p_ids)
+    inter = np.zeros(strict.shape, np.float64)
+    inter[np.ix_(rows, cols)] = inter2
+    area_t = np.zeros(len(ids_t), np.float64)
+    area_t[rows] = at2
+    area_p = np.zeros(len(ids_p), np.float64)
+    area_p[cols] = ap2
+    out = _iou(inter, area_t, area_p)
+    hidden = area_t == 0
+    out[hidden] = strict[hidden]
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- classes

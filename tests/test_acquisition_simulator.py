@@ -110,6 +110,10 @@ def test_fov_shape_pixel_size_and_masks(fov) -> None:  # type: ignore[no-untyped
         h, w = whole.mask.shape
         canvas[whole.y0 : whole.y0 + h, whole.x0 : whole.x0 + w] = whole.mask
         assert not np.any((fov.instance_mask == c.id) & ~canvas) and c.area_px <= canvas.sum() <= c.full_area_px
+    # Shared pixels lie inside two whole outlines: overlaps of a visible cell with what it covers.
+    shared = fov.shared_pixels()
+    assert shared.shape == fov.instance_mask.shape and shared.any()
+    assert np.all(fov.instance_mask[shared] > 0)
     # Cells are 100-250 px across at 40x (most of them).
     diam = np.median([np.sqrt(c.full_area_px / np.pi) * 2 for c in fov.cells])
     assert 80 < diam < 250
@@ -304,6 +308,9 @@ def test_make_dataset_cli_writes_the_documented_formats(tmp_path: Path) -> None:
     mask = cv2.imread(str(seg / "masks" / names[0]), cv2.IMREAD_UNCHANGED)
     dis = cv2.imread(str(seg / "distractors" / names[0]), cv2.IMREAD_UNCHANGED)
     assert mask.dtype == np.uint16 and mask.shape == (1496, 2048) and dis.dtype == np.uint16
+    shared = cv2.imread(str(seg / "shared" / names[0]), cv2.IMREAD_UNCHANGED)
+    assert shared.dtype == np.uint16 and shared.shape == mask.shape and shared.max() <= 1
+    assert np.all(mask[shared > 0] > 0)  # only where cells are
     assert cv2.imread(str(seg / "images" / names[0])).shape == (1496, 2048, 3)
     with (seg / "cells.csv").open() as f:
         cells = list(csv.DictReader(f))

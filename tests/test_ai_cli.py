@@ -121,4 +121,7 @@ def test_evaluate_generates_held_out_data_with_the_simulator(models, tmp_path):
     doc = json.loads(result.stdout)
     assert doc["n_fovs"] == 1 and doc["network"]["true_cells"] > 0 and doc["network"]["distractors"] > 0
     assert doc["network_by_fov_source"]["scan_list"] == doc["network"]  # the one FOV is a scan-list position
+    # the same FOV with pixels under two cells left out of the IoU (ai.metrics tests the rule): same cells
+    loose = doc["network_overlaps_ignored"]
+    assert loose["all"] == loose["scan_list"] and loose["all"]["true_cells"] == doc["network"]["true_cells"]
     assert doc["sensitivity_per_class"]

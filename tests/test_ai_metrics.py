@@ -46,6 +46,32 @@ def test_found_cell_on_top_of_a_red_cell_is_not_a_false_report():
     assert c.found == 1 and c.distractors_reported == 0
 
 
+def test_pixels_under_two_cells_can_be_left_out_of_the_iou():
+    """Two cells overlapping by 240 px: the truth gives the overlap to the top cell, a prediction that takes
+    the other one as top misses both strictly (IoU 160/400) and finds both with the overlap left out; a
+    small cell lying wholly on a larger one keeps its strict IoU (it has no pixel outside)."""
+    top, bottom = np.zeros((30, 50), bool), np.zeros((30, 50), bool)
+    top[0:20, 0:20] = True
+    bottom[0:20, 8:28] = True
+    small = np.zeros((30, 50), bool)
+    small[22:28, 40:46] = True
+    truth = np.zeros((30, 50), np.int32)
+    truth[bottom] = 2
+    truth[top] = 1
+    truth[small] = 3
+    pred = np.zeros_like(truth)
+    pred[top] = 1
+    pred[bottom] = 2  # the other cell on top
+    pred[small] = 3
+    ambiguous = (top & bottom) | small  # as if the small cell lay on a cell whose outline passes under it
+    strict = detection_counts(truth, pred)
+    loose = detection_counts(truth, pred, ambiguous=ambiguous)
+    assert (strict.true_cells, strict.found) == (3, 1)
+    assert (loose.true_cells, loose.found, loose.predicted) == (3, 3, 3)
+    with pytest.raises(ValueError, match="ambiguous mask"):
+        detection_counts(truth, pred, ambiguous=ambiguous[:10])
+
+
 def test_one_to_one_matching():
     truth = _squares((20, 40), [(0, 0, 10, 10)])
     pred = _squares((20, 40), [(0, 0, 10, 10), (0, 0, 10, 9)])  # second overwrites most of the first

@@ -79,6 +79,15 @@ class Fov:
         """Stage z of the capture (µm), as the manifest's `focus_um`."""
         return self.focus_um
 
+    def shared_pixels(self) -> np.ndarray:
+        """Pixels inside two or more cells' whole outlines (bool, FOV-sized): the image cannot show which of
+        those cells lies on top there, so `instance_mask` gives them to one by its painting order alone."""
+        count = np.zeros(self.instance_mask.shape, np.uint8)
+        for m in self.amodal_masks:
+            h, w = m.mask.shape
+            count[m.y0 : m.y0 + h, m.x0 : m.x0 + w] += m.mask
+        return count >= 2
+
 
 @dataclass(frozen=True)
 class FovContext:
