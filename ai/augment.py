@@ -77,3 +77,35 @@ def photometric(rng: np.random.Generator, image: np.ndarray, strength: float = 1
         if ok:
             image = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
     return image
+
+
+def segmentation_crop(
+    rng: np.random.Generator, image: np.ndarray, target: np.ndarray, crop: int, augment: bool = True, hard: float = 0.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """One square training crop of a FOV at working scale and its (foreground, centre) targets.
+
+    Scale jitter (half of the time), a random window (reflect-padded where the FOV is smaller), then flips,
+    rotations and the photometric changes. With probability `hard` the window is centred near a pixel
+    where two cells meet (the target's optional third channel), where the network has most to learn;
+    only the first two target channels are returned.
+    """
+    if augment and rng.random() < 0.5:
+        image, target = rescale(rng, image, target, jitter=0.15)
+    h, w = image.shape[:2]
+    if h < crop or w < crop:
+        dy, dx = max(0, crop - h), max(0, crop - w)
+        image = cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101)
+        target = cv2.copyMakeBorder(target, 0, dy, 0, dx, cv2.BORDER_CONSTANT, value=0)
+        h, w = image.shape[:2]
+    y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+    if hard and target.ndim == 3 and target.shape[-1] > 2 and rng.random() < hard:
+        ys, xs = np.nonzero(target[..., 2])
+        if len(ys):
+            k = int(rng.integers(len(ys)))
+            y = int(np.clip(ys[k] - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, h - crop))
+            x = int(np.clip(xs[k] - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, w - crop))
+    image, target = image[y : y + crop, x : x + crop], target[y : y + crop, x : x + crop, :2]
+    if augment:
+        image, target = geometric(rng, image, target)
+        image = photometric(rng, image)
+    return np.ascontiguousarray(image), np.ascontiguousarray(target)

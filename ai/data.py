@@ -117,24 +117,40 @@ class SegmentationSet:
     manifest: dict
 
 
-def load_seg(data_dir: Path, scale: float) -> SegmentationSet:
-    """Read a seg dataset, resizing images by `scale` and deriving foreground and centre targets."""
+def seg_example(image: np.ndarray, ids: np.ndarray, scale: float, contacts: bool = False):
+    """A FOV and its instance ids -> (image at working scale, uint8 targets 0..255 = 0..1): foreground,
+    centre ramp (`ai.postprocess.centre_targets`) and, with `contacts`, a third channel marking cell
+    pixels within 2 px of another cell (where hard training crops are centred)."""
     from ai.postprocess import centre_targets
 
+    h, w = image.shape[:2]
+    size = (round(w * scale), round(h * scale))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small_ids = cv2.resize(ids.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+    channels = [255 * (small_ids > 0).astype(np.uint8), np.round(255 * centre_targets(small_ids)).astype(np.uint8)]
+    if contacts:
+        channels.append(255 * contact_pixels(small_ids).astype(np.uint8))
+    return small, np.stack(channels, axis=-1)
+
+
+def contact_pixels(ids: np.ndarray) -> np.ndarray:
+    """Cell pixels within 2 px of another cell (bool): where touching and overlapping cells must part."""
+    from scipy import ndimage as ndi
+
+    ids = ids.astype(np.int32)
+    higher = ndi.maximum_filter(ids, 5) != ids
+    lower = ndi.minimum_filter(np.where(ids > 0, ids, np.iinfo(np.int32).max), 5) != ids
+    return (ids > 0) & (higher | lower)
+
+
+def load_seg(data_dir: Path, scale: float) -> SegmentationSet:
+    """Read a seg dataset, resizing images by `scale` and deriving foreground and centre targets."""
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir, "seg")
     files = sorted(p.name for p in (data_dir / "images").glob("*.png"))
 
     def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-        image = read_rgb(data_dir / "images" / name)
-        ids = read_ids(data_dir / "masks" / name)
-        h, w = image.shape[:2]
-        size = (round(w * scale), round(h * scale))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        small_ids = cv2.resize(ids, size, interpolation=cv2.INTER_NEAREST)
-        centre = np.round(255 * centre_targets(small_ids)).astype(np.uint8)
-        target = np.stack([255 * (small_ids > 0).astype(np.uint8), centre], axis=-1)
-        return small, target
+        return seg_example(read_rgb(data_dir / "images" / name), read_ids(data_dir / "masks" / name), scale)
 
     pairs = _parallel(load, files)
     return SegmentationSet(

@@ -56,44 +56,22 @@ def parse_seeds(text: str) -> list[int]:
 
 
 def render_seed(seed: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """One slide's dataset FOVs at working scale: (image uint8 RGB, target uint8 (h, w, 2), seed)."""
-    import cv2
-
+    """One slide's dataset FOVs at working scale: (image uint8 RGB, targets uint8 (h, w, 3), seed), as
+    `make-dataset seg` writes them and `ai.data.load_seg` reads them, plus the contact channel."""
     from acquisition.datasets import _jpeg, fov_positions, profile_for, simulate_slide
+    from ai.data import seg_example
 
     slide = simulate_slide(seed, profile_for(seed, None))
     out = []
     for pos in fov_positions(slide, 4, explore=0.3):
         fov = slide.render_fov(pos.x_um, pos.y_um)
-        image = _jpeg(fov.image, JPEG_QUALITY)
-        h, w = image.shape[:2]
-        size = (round(w * SCALE), round(h * SCALE))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        ids = cv2.resize(fov.instance_mask.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
-        out.append((small, targets(ids), seed))
+        small, target = seg_example(_jpeg(fov.image, JPEG_QUALITY), fov.instance_mask, SCALE, contacts=True)
+        out.append((small, target, seed))
     return out
 
 
-def targets(ids: np.ndarray) -> np.ndarray:
-    """uint8 (h, w, 3): foreground and centre ramp (`ai.data.load_seg`'s), contact pixels (hard crops)."""
-    from ai.postprocess import centre_targets
-
-    centre = np.round(255 * centre_targets(ids)).astype(np.uint8)
-    return np.stack([255 * (ids > 0), centre, 255 * contact_map(ids)], axis=-1).astype(np.uint8)
-
-
-def contact_map(ids: np.ndarray) -> np.ndarray:
-    """Cell pixels within 2 px of another cell: where touching and overlapping cells must be parted."""
-    from scipy import ndimage as ndi
-
-    big = np.iinfo(np.int32).max
-    higher = ndi.maximum_filter(ids, 5) != ids
-    lower = ndi.minimum_filter(np.where(ids > 0, ids, big), 5) != ids
-    return (ids > 0) & (higher | lower)
-
-
 def pack(args: argparse.Namespace) -> None:
-    """A `make-dataset seg` folder at working scale, small enough to travel (JPEG + target PNG)."""
+    """A `make-dataset seg` folder at working scale, small enough to travel (JPEG + 16-bit id PNG)."""
     import cv2
 
     from ai.data import read_ids, read_rgb
@@ -118,51 +96,25 @@ def pack(args: argparse.Namespace) -> None:
 
 
 def _read_one(path: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """A packed FOV with its targets: foreground, centre ramp and contact pixels (for hard crops)."""
+    """A packed FOV (already at working scale) with its three target channels."""
     import cv2
+
+    from ai.data import seg_example
 
     image = np.ascontiguousarray(cv2.imread(str(path))[..., ::-1])
     ids = cv2.imread(str(path.with_suffix(".ids.png")), cv2.IMREAD_UNCHANGED).astype(np.int32)
-    return image, targets(ids), int(path.name.split("_")[0])
+    _, target = seg_example(image, ids, 1.0, contacts=True)
+    return image, target, int(path.name.split("_")[0])
 
 
 def read_packed(folder: Path, pool) -> list[tuple[np.ndarray, np.ndarray, int]]:
     return pool.map(_read_one, sorted(folder.glob("*.jpg")))
 
 
-def sample_crop(
-    rng: np.random.Generator, image: np.ndarray, target: np.ndarray, crop: int, augment: bool, hard: float = 0.0
-):
-    """What `ai.training.sequences.SegmentationCrops` does for one crop; with probability `hard` the crop
-    is centred near a contact pixel (target channel 2) rather than anywhere. Returns two target channels."""
-    import cv2
-
-    from ai import augment as aug
-
-    if augment and rng.random() < 0.5:
-        image, target = aug.rescale(rng, image, target, jitter=0.15)
-    h, w = image.shape[:2]
-    if h < crop or w < crop:
-        dy, dx = max(0, crop - h), max(0, crop - w)
-        image = cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101)
-        target = cv2.copyMakeBorder(target, 0, dy, 0, dx, cv2.BORDER_CONSTANT, value=0)
-        h, w = image.shape[:2]
-    y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
-    if hard and target.shape[-1] > 2 and rng.random() < hard:
-        ys, xs = np.nonzero(target[..., 2])
-        if len(ys):
-            k = int(rng.integers(len(ys)))
-            y = int(np.clip(ys[k] - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, h - crop))
-            x = int(np.clip(xs[k] - crop // 2 + rng.integers(-crop // 4, crop // 4 + 1), 0, w - crop))
-    image, target = image[y : y + crop, x : x + crop], target[y : y + crop, x : x + crop, :2]
-    if augment:
-        image, target = aug.geometric(rng, image, target)
-        image = aug.photometric(rng, image)
-    return np.ascontiguousarray(image), np.ascontiguousarray(target)
-
-
 def _crops_dataset(items, crop: int, base_seed: int, hard: float):
     import torch
+
+    from ai.augment import segmentation_crop
 
     class Crops(torch.utils.data.IterableDataset):
         def __iter__(self):
@@ -170,7 +122,7 @@ def _crops_dataset(items, crop: int, base_seed: int, hard: float):
             rng = np.random.default_rng([base_seed, info.id if info else 0, int(time.time() * 1e6) % 2**31])
             while True:
                 image, target, _ = items[int(rng.integers(len(items)))]
-                yield sample_crop(rng, image, target, crop, True, hard)
+                yield segmentation_crop(rng, image, target, crop, True, hard)
 
     return Crops()
 
@@ -310,6 +262,8 @@ def train(args: argparse.Namespace) -> None:
     import cv2
     import torch
 
+    from ai.augment import segmentation_crop
+
     cv2.setNumThreads(0)  # no OpenCV thread pool to inherit half-locked into forked workers
     t0 = time.time()
     out = Path(args.out)
@@ -360,7 +314,7 @@ def train(args: argparse.Namespace) -> None:
     val_x, val_y = [], []
     for image, target, _ in val_items:
         for _ in range(2):
-            x, y = sample_crop(rng, image, target, args.crop, False)
+            x, y = segmentation_crop(rng, image, target, args.crop, False)
             val_x.append(x)
             val_y.append(y)
     vx = torch.from_numpy(np.stack(val_x)).permute(0, 3, 1, 2).float()
@@ -428,7 +382,8 @@ def train(args: argparse.Namespace) -> None:
     while True:
         frac = (time.time() - start) / budget
         if frac >= 1.0:
-            checkpoint(1.0)
+            if since:  # steps since the last check
+                checkpoint(1.0)
             break
         done = all(p.ready() for p in pending)
         if len(train_items) > n_items and (step % args.reload_every == 0 or done):

@@ -82,24 +82,8 @@ class SegmentationCrops(keras.utils.Sequence):
         xs, ys = [], []
         for _ in range(self.batch_size):
             k = int(self.rng.integers(len(self.images)))
-            image, target = self.images[k], self.targets[k]
-            if self.augment_images and self.rng.random() < 0.5:
-                image, target = augment.rescale(self.rng, image, target, jitter=0.15)
-            image, target = self._crop(image, target)
-            if self.augment_images:
-                image, target = augment.geometric(self.rng, image, target)
-                image = augment.photometric(self.rng, image)
+            image, target = augment.segmentation_crop(self.rng, self.images[k], self.targets[k], self.crop,
+                                                      self.augment_images)  # fmt: skip
             xs.append(image)
             ys.append(target)
         return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32) / 255.0
-
-    def _crop(self, image, target):
-        c = self.crop
-        h, w = image.shape[:2]
-        if h < c or w < c:
-            dy, dx = max(0, c - h), max(0, c - w)
-            image = cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101)
-            target = cv2.copyMakeBorder(target, 0, dy, 0, dx, cv2.BORDER_CONSTANT, value=0)
-            h, w = image.shape[:2]
-        y, x = int(self.rng.integers(h - c + 1)), int(self.rng.integers(w - c + 1))
-        return image[y : y + c, x : x + c], target[y : y + c, x : x + c]
