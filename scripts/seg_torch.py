@@ -522,22 +522,18 @@ def main() -> None:
     t.add_argument("--data", help="packed FOVs (pack) instead of rendering them here")
     t.add_argument("--init", help="start from these arrays (a fine-tune)")
     t.add_argument("--hard", type=float, default=0.0, help="share of crops centred on cell contacts")
-    pk = sub.add_parser("pack")
-    pk.add_argument("--data", required=True)
-    pk.add_argument("--out", required=True)
-    pk.add_argument("--seeds", required=True)
-    f = sub.add_parser("forward")
-    f.add_argument("--weights", required=True)
-    f.add_argument("--input", required=True)
-    f.add_argument("--output", required=True)
-    c = sub.add_parser("check")
-    c.add_argument("--weights", required=True)
-    c.add_argument("--input", required=True)
-    c.add_argument("--torch-output", required=True)
-    k = sub.add_parser("to-keras")
-    k.add_argument("--weights", required=True)
-    k.add_argument("--out", required=True)
-    k.add_argument("--card-from", default="ai/weights/seg")
+    required = {
+        "pack": ("data", "out", "seeds"),
+        "forward": ("weights", "input", "output"),
+        "check": ("weights", "input", "torch-output"),
+        "to-keras": ("weights", "out"),
+    }
+    for name, options in required.items():
+        sp = sub.add_parser(name)
+        for option in options:
+            sp.add_argument(f"--{option}", required=True)
+        if name == "to-keras":
+            sp.add_argument("--card-from", default="ai/weights/seg")
     args = p.parse_args()
     {"train": train, "forward": forward, "check": check, "to-keras": to_keras, "pack": pack}[args.cmd](args)
 
