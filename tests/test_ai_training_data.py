@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -74,12 +75,20 @@ def test_gpu_trainer_renders_what_make_dataset_and_load_seg_give(tmp_path):
 
     make_dataset("seg", tmp_path / "seg", [4], fovs_per_seed=4)
     data = load_seg(tmp_path / "seg", 0.25)
-    rendered = _script().render_seed(4)
+    rendered = _script().render_seed(4)  # the order of make-dataset's FOVs of that seed
     assert len(rendered) == len(data.images) == 4
     for (image, target, seed), ref_image, ref_target in zip(rendered, data.images, data.targets, strict=True):
         assert seed == 4
         assert np.array_equal(image, ref_image)
         assert np.array_equal(target[..., :2], ref_target)
+    # packed to travel (JPEG + 16-bit ids at working scale): the same targets, the image within JPEG's error
+    script = _script()
+    script.pack(SimpleNamespace(data=str(tmp_path / "seg"), out=str(tmp_path / "packed"), seeds="4:5"))
+    packed = [script._read_one(p) for p in sorted((tmp_path / "packed").glob("*.jpg"))]
+    assert [p[2] for p in packed] == [4, 4, 4, 4]
+    for (image, target, _), ref_image, ref_target in zip(packed, data.images, data.targets, strict=True):
+        assert np.array_equal(target[..., :2], ref_target)
+        assert np.abs(image.astype(int) - ref_image).mean() < 3
 
 
 def test_gpu_trainer_arrays_load_into_the_keras_model_in_parts(tmp_path, monkeypatch):
