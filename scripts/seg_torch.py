@@ -408,7 +408,7 @@ def train(args: argparse.Namespace) -> None:
         if step % args.val_every == 0:
             checkpoint(frac)
     (out / "history.json").write_text(json.dumps(history))
-    say(f"done: {step} steps, best val_loss {best:.4f}, {len(train_items)} FOVs rendered")
+    say(f"done: {step} steps, best val_loss {best:.4f}, {len(train_items)} training FOVs")
     pool.terminate()
 
 
