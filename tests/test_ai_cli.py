@@ -125,3 +125,8 @@ def test_evaluate_generates_held_out_data_with_the_simulator(models, tmp_path):
     loose = doc["network_overlaps_ignored"]
     assert loose["all"] == loose["scan_list"] and loose["all"]["true_cells"] == doc["network"]["true_cells"]
     assert doc["sensitivity_per_class"]
+    # the readable form keeps the groups (it once printed them as empty braces)
+    readable = json.loads(CliRunner().invoke(app, args[:-1]).stdout)
+    assert readable["network_by_fov_source"]["scan_list"]["sensitivity"] == doc["network"]["sensitivity"]
+    assert readable["network_overlaps_ignored"]["all"]["true_cells"] == doc["network"]["true_cells"]
+    assert readable["sensitivity_per_class"] == doc["sensitivity_per_class"]

@@ -137,7 +137,14 @@ def evaluate_command(
 
 
 def _brief_nested(result: dict) -> dict:
-    return {k: (_brief(v) if isinstance(v, dict) else v) for k, v in result.items() if k != "confusion_matrix"}
+    """The readable form: the lists left out, one level of groups kept (per FOV source, overlaps ignored)."""
+
+    def brief(v: dict) -> dict:
+        if v and all(isinstance(x, dict) for x in v.values()):
+            return {k: _brief(x) for k, x in v.items()}
+        return _brief(v)
+
+    return {k: (brief(v) if isinstance(v, dict) else v) for k, v in result.items() if k != "confusion_matrix"}
 
 
 def _make_dataset(kind: str, out: Path, seeds: list[int], profile: str | None, fovs_per_seed: int) -> Path:
