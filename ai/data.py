@@ -123,14 +123,19 @@ def seg_example(image: np.ndarray, ids: np.ndarray, scale: float, contacts: bool
     pixels within 2 px of another cell (where hard training crops are centred)."""
     from ai.postprocess import centre_targets
 
-    h, w = image.shape[:2]
-    size = (round(w * scale), round(h * scale))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    small_ids = cv2.resize(ids.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
+    small, small_ids = to_working_scale(image, ids, scale)
     channels = [255 * (small_ids > 0).astype(np.uint8), np.round(255 * centre_targets(small_ids)).astype(np.uint8)]
     if contacts:
         channels.append(255 * contact_pixels(small_ids).astype(np.uint8))
     return small, np.stack(channels, axis=-1)
+
+
+def to_working_scale(image: np.ndarray, ids: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """A FOV (area-averaged) and its instance ids (nearest, int32) resized by `scale`."""
+    h, w = image.shape[:2]
+    size = (round(w * scale), round(h * scale))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    return small, cv2.resize(ids.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
 
 
 def contact_pixels(ids: np.ndarray) -> np.ndarray:

@@ -37,8 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 SCALE = 0.25  # working scale of the shipped model (card: training.scale)
 JPEG_QUALITY = 90  # as make-dataset writes FOVs
-FN_WEIGHT = 5.0 / 6.0  # losses.RECALL_WEIGHT / (1 + RECALL_WEIGHT)
-RIM_WEIGHT = 4.0  # losses.RIM_WEIGHT
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # Keras BatchNormalization(epsilon=1e-3, momentum=0.99)
 PART_BYTES = 12 * 2**20  # weight files come back from the GPU machine in parts of at most 16 MiB
 
@@ -74,19 +72,14 @@ def pack(args: argparse.Namespace) -> None:
     """A `make-dataset seg` folder at working scale, small enough to travel (JPEG + 16-bit id PNG)."""
     import cv2
 
-    from ai.data import read_ids, read_rgb
+    from ai.data import read_ids, read_rgb, to_working_scale
 
     src, out = Path(args.data), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     wanted = set(parse_seeds(args.seeds))
     files = sorted(f.name for f in (src / "images").glob("*.png") if int(f.name.split("_")[0]) in wanted)
     for name in files:
-        image = read_rgb(src / "images" / name)
-        ids = read_ids(src / "masks" / name).astype(np.int32)
-        h, w = image.shape[:2]
-        size = (round(w * SCALE), round(h * SCALE))
-        small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-        ids = cv2.resize(ids, size, interpolation=cv2.INTER_NEAREST)
+        small, ids = to_working_scale(read_rgb(src / "images" / name), read_ids(src / "masks" / name), SCALE)
         if ids.max() > 65535:
             raise ValueError(f"{name}: too many instances for a 16-bit id image")
         stem = name.removesuffix(".png")
@@ -236,6 +229,8 @@ def segmentation_loss(logits, y):
     import torch
     from torch.nn import functional as F
 
+    from ai.training.losses import RECALL_WEIGHT, RIM_WEIGHT
+
     logits = logits.float()
     p = torch.sigmoid(logits)
 
@@ -247,7 +242,7 @@ def segmentation_loss(logits, y):
 
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     fg_t, c_t = y[:, 0], y[:, 1]
-    fg = tversky(fg_t, p[:, 0], FN_WEIGHT) + bce[:, 0].mean()
+    fg = tversky(fg_t, p[:, 0], RECALL_WEIGHT / (1 + RECALL_WEIGHT)) + bce[:, 0].mean()
     weights = 1.0 + RIM_WEIGHT * ((fg_t > 0.5) & (c_t < 0.3)).float()
     centre = tversky(c_t, p[:, 1], 0.5) + (weights * bce[:, 1]).sum() / weights.sum()
     return fg + 2.0 * centre
