@@ -213,6 +213,8 @@ def save_arrays(folder: Path, arrays: list[np.ndarray], meta: dict) -> None:
 
 
 def load_arrays(folder: Path) -> tuple[list[np.ndarray], dict]:
+    if not (folder / "meta.json").exists():
+        raise SystemExit(f"{folder}: no meta.json; give the `best` folder that `train` writes")
     meta = json.loads((folder / "meta.json").read_text())
     found: dict[str, np.ndarray] = {}
     for k in range(meta["parts"]):
