@@ -7,7 +7,9 @@ The formats are a contract with `ai` (ai/data.py reads exactly these):
 - seg: `images/<seed>_<k>.png` (RGB FOV 2048x1496), `masks/<seed>_<k>.png` (uint16 nucleated-cell
   ids, 0 = background), `distractors/<seed>_<k>.png` (uint16 ids of non-nucleated objects),
   `shared/<seed>_<k>.png` (uint16, 1 where two or more cells' whole outlines overlap: which one lies on
-  top there is not visible, `Fov.shared_pixels`), `cells.csv` (file,instance_id,class) with `file` the
+  top there is not visible, `Fov.shared_pixels`), `outlines/<seed>_<k>.npz` (`layers`: every cell's
+  whole outline, also under other cells, as (L, h, w) uint16 label images with the `masks/` ids,
+  `Fov.outline_layers`), `cells.csv` (file,instance_id,class) with `file` the
   image's name, and `fovs.csv` (file,seed,x_um,y_um,source,quality);
 - cls: `crops/<CLASS>/<seed>_<k>_<id>.png` (128x128 RGB: 256x256 px of the FOV around the cell centre
   halved, i.e. 0.1725 µm/px, `crop_pixel_size_um`) and `labels.csv` (file,label,seed), `file`
@@ -179,7 +181,7 @@ def fov_positions(slide: VirtualSlide, n: int, explore: float) -> list[FovPositi
 
 def _seg(out: Path, slides: Any, fovs: int, step: Callable[[int], None]) -> tuple[Counter, dict]:
     counts: Counter = Counter()
-    for sub in ("images", "masks", "distractors", "shared"):
+    for sub in ("images", "masks", "distractors", "shared", "outlines"):
         (out / sub).mkdir(exist_ok=True)
     with (out / "cells.csv").open("w", newline="") as f, (out / "fovs.csv").open("w", newline="") as g:
         w = csv.writer(f)
@@ -195,6 +197,7 @@ def _seg(out: Path, slides: Any, fovs: int, step: Callable[[int], None]) -> tupl
                 write_ids(out / "masks" / name, fov.instance_mask)
                 write_ids(out / "distractors" / name, fov.distractor_mask)
                 write_ids(out / "shared" / name, fov.shared_pixels().astype(np.uint16))
+                np.savez_compressed(out / "outlines" / name.replace(".png", ".npz"), layers=fov.outline_layers())
                 for c in fov.cells:
                     w.writerow([name, c.id, c.code])
                     counts[c.code] += 1

@@ -16,8 +16,13 @@ def geometric(rng: np.random.Generator, image: np.ndarray, *targets: np.ndarray)
     """Random flip and 90° rotation, identical for the image and its targets."""
     k = int(rng.integers(4))
     flip = bool(rng.integers(2))
+    return turn(image, *targets, k=k, flip=flip)
+
+
+def turn(*arrays: np.ndarray, k: int, flip: bool) -> tuple[np.ndarray, ...]:
+    """`np.rot90(·, k)`, then a left-right flip when `flip`."""
     out = []
-    for a in (image, *targets):
+    for a in arrays:
         a = np.rot90(a, k)
         if flip:
             a = a[:, ::-1]
@@ -29,7 +34,15 @@ def rescale(
     rng: np.random.Generator, image: np.ndarray, *targets: np.ndarray, jitter: float = 0.15
 ) -> tuple[np.ndarray, ...]:
     """Scale jitter: a different objective or camera pixel size (targets resized by nearest neighbour)."""
-    f = float(np.exp(rng.uniform(np.log(1 - jitter), np.log(1 + jitter))))
+    return resize_by(scale_factor(rng, jitter), image, *targets)
+
+
+def scale_factor(rng: np.random.Generator, jitter: float = 0.15) -> float:
+    return float(np.exp(rng.uniform(np.log(1 - jitter), np.log(1 + jitter))))
+
+
+def resize_by(f: float, image: np.ndarray, *targets: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The image (linear) and its targets (nearest) resized by `f`."""
     h, w = image.shape[:2]
     size = (max(1, round(w * f)), max(1, round(h * f)))
     out = [cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)]
@@ -109,3 +122,32 @@ def segmentation_crop(
         image, target = geometric(rng, image, target)
         image = photometric(rng, image)
     return np.ascontiguousarray(image), np.ascontiguousarray(target)
+
+
+def star_crop(
+    rng: np.random.Generator, image: np.ndarray, centre: np.ndarray, poles: np.ndarray, crop: int, augment: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """One training crop for a star-convex cell network (`ai.star`): the image and its (crop, crop, 2 + R)
+    float32 target (centre map, ray weight, log ray lengths). The same scale jitter, window, flips,
+    rotations and photometric changes as `segmentation_crop`; the sparse poles are moved exactly."""
+    from ai.star import move_poles, pole_maps
+
+    f = 1.0
+    if augment and rng.random() < 0.5:
+        f = scale_factor(rng, 0.15)
+        image, centre = resize_by(f, image, centre)
+    h, w = image.shape[:2]
+    if h < crop or w < crop:
+        dy, dx = max(0, crop - h), max(0, crop - w)
+        image = cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101)
+        centre = cv2.copyMakeBorder(centre, 0, dy, 0, dx, cv2.BORDER_CONSTANT, value=0)
+        h, w = image.shape[:2]
+    y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
+    image, centre = image[y : y + crop, x : x + crop], centre[y : y + crop, x : x + crop]
+    k, flip = (int(rng.integers(4)), bool(rng.integers(2))) if augment else (0, False)
+    image, centre = turn(image, centre, k=k, flip=flip)
+    moved = move_poles(poles, scale=f, offset=(y, x), size=crop, k=k, flip=flip)
+    if augment:
+        image = photometric(rng, image)
+    target = np.concatenate([centre[..., None].astype(np.float32), pole_maps(moved, (crop, crop))], axis=-1)
+    return np.ascontiguousarray(image), target

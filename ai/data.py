@@ -35,6 +35,30 @@ def read_ids(path: Path | str) -> np.ndarray:
     return ids.astype(np.int32)
 
 
+def read_outlines(path: Path | str) -> np.ndarray:
+    """A seg dataset's whole cell outlines (`outlines/*.npz`): (L, h, w) label images, ids as in `masks/`."""
+    try:
+        with np.load(path) as z:
+            layers = z["layers"]
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: not an outline file with a `layers` array ({e})") from None
+    if layers.ndim != 3:
+        raise ValueError(f"{path}: outline layers must be (L, h, w), got {layers.shape}")
+    return layers.astype(np.int32)
+
+
+def star_example(image: np.ndarray, layers: np.ndarray, scale: float):
+    """A FOV and its outline layers -> (image at working scale, centre map, poles) for `ai.star` networks."""
+    from ai.star import star_targets
+
+    h, w = image.shape[:2]
+    size = (round(w * scale), round(h * scale))
+    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    small_layers = np.stack([cv2.resize(la.astype(np.uint16), size, interpolation=cv2.INTER_NEAREST) for la in layers])
+    centre, poles = star_targets(small_layers)
+    return small, centre, poles
+
+
 def read_manifest(data_dir: Path, kind: str) -> dict:
     path = data_dir / "dataset.json"
     if not path.exists():
@@ -111,7 +135,7 @@ class SegmentationSet:
     kept only for the validation FOVs (cell-level metrics are computed at full resolution)."""
 
     images: list[np.ndarray]  # uint8 RGB at working scale
-    targets: list[np.ndarray]  # uint8 (h, w, 2): foreground, centre at working scale, 0..255 = 0..1
+    targets: list  # uint8 (h, w, 2): foreground, centre at working scale, 0..255 = 0..1; star: (centre, poles)
     seeds: np.ndarray
     files: list[str]
     manifest: dict
@@ -148,14 +172,25 @@ def contact_pixels(ids: np.ndarray) -> np.ndarray:
     return (ids > 0) & (higher | lower)
 
 
-def load_seg(data_dir: Path, scale: float) -> SegmentationSet:
-    """Read a seg dataset, resizing images by `scale` and deriving foreground and centre targets."""
+def load_seg(data_dir: Path, scale: float, star: bool = False) -> SegmentationSet:
+    """Read a seg dataset, resizing images by `scale` and deriving foreground and centre targets, or with
+    `star` the (centre map, poles) targets of star-convex cell networks from the whole outlines."""
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir, "seg")
     files = sorted(p.name for p in (data_dir / "images").glob("*.png"))
+    if star and files and not (data_dir / "outlines").is_dir():
+        raise FileNotFoundError(
+            f"{data_dir}/outlines is missing: star networks learn whole cell outlines, which "
+            "`marrowlink make-dataset seg` writes since generator 1.2 (make the dataset again)"
+        )
 
-    def load(name: str) -> tuple[np.ndarray, np.ndarray]:
-        return seg_example(read_rgb(data_dir / "images" / name), read_ids(data_dir / "masks" / name), scale)
+    def load(name: str) -> tuple[np.ndarray, object]:
+        image = read_rgb(data_dir / "images" / name)
+        if star:
+            outlines = read_outlines(data_dir / "outlines" / name.replace(".png", ".npz"))
+            small, centre, poles = star_example(image, outlines, scale)
+            return small, (centre, poles)
+        return seg_example(image, read_ids(data_dir / "masks" / name), scale)
 
     pairs = _parallel(load, files)
     return SegmentationSet(

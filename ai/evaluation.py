@@ -12,7 +12,14 @@ from collections.abc import Sequence
 import numpy as np
 
 from ai.catalogue import CRITICAL_CLASSES, GOOD_QUALITY
-from ai.metrics import DetectionCounts, classification_report, detection_counts, f_beta, top_n_good_share
+from ai.metrics import (
+    DetectionCounts,
+    classification_report,
+    detection_counts,
+    f_beta,
+    overlapping_counts,
+    top_n_good_share,
+)
 
 FOREGROUND_GRID = (0.4, 0.5, 0.6)
 CENTRE_GRID = (0.2, 0.4)
@@ -21,15 +28,41 @@ MIN_AREA_GRID_UM2 = (6.0, 12.0, 20.0)
 MIN_TRUE_AREA_UM2 = 15.0  # evaluable true cells (see ai.metrics)
 
 
+STAR_GRID = {"centre": (0.3, 0.5), "seed_distance_um": (1.0, 2.0), "nms_iou": (0.4, 0.6), "min_area_um2": (6.0, 12.0)}
+
+
 def evaluate_detections(
-    detections: Sequence, true_masks: Sequence[np.ndarray], distractors: Sequence[np.ndarray | None]
+    detections: Sequence,
+    true_masks: Sequence[np.ndarray],
+    distractors: Sequence[np.ndarray | None],
+    outlines: Sequence[np.ndarray] | None = None,
 ) -> DetectionCounts:
-    """Cell-level counts of predicted CellDetections against full-resolution instance-id images."""
+    """Cell-level counts of predicted CellDetections against full-resolution instance-id images, or with
+    `outlines` against each cell's whole outline (outline layers; cells may then overlap)."""
     total = DetectionCounts()
-    for det, truth, dis in zip(detections, true_masks, distractors, strict=True):
+    for k, (det, truth, dis) in enumerate(zip(detections, true_masks, distractors, strict=True)):
         min_true = MIN_TRUE_AREA_UM2 / det.pixel_size_um**2
-        total = total + detection_counts(truth, det.label_image(), dis, min_true_area=min_true)
+        if outlines is not None:
+            total = total + overlapping_counts(outlines[k], det.masks(), dis, min_true_area=min_true, visible=truth)
+        else:
+            total = total + detection_counts(truth, det.label_image(), dis, min_true_area=min_true)
     return total
+
+
+def select_star_thresholds(segmenter, maps: Sequence[np.ndarray], fov_shapes, pixel_size_um: float,
+                           true_masks, distractors, outlines) -> tuple[dict[str, float], dict]:  # fmt: skip
+    """`select_seg_thresholds` for star-convex cell networks (`ai.star`): centre threshold, seed distance,
+    NMS overlap and minimum area by F-beta against the cells' whole outlines, which these networks predict."""
+    best: tuple[float, dict[str, float], dict] | None = None
+    for values in itertools.product(*STAR_GRID.values()):
+        chosen = dict(zip(STAR_GRID, values, strict=True))
+        dets = [segmenter.star_cells(m, s, pixel_size_um, **chosen) for m, s in zip(maps, fov_shapes, strict=True)]
+        counts = evaluate_detections(dets, true_masks, distractors, outlines)
+        score = f_beta(counts.precision, counts.sensitivity)
+        if best is None or score > best[0]:
+            best = (score, chosen, counts.summary())
+    assert best is not None
+    return best[1], best[2]
 
 
 def select_seg_thresholds(segmenter, maps: Sequence[np.ndarray], fov_shapes, pixel_size_um: float,
@@ -127,8 +160,8 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
     from pathlib import Path
 
     from ai.baseline import threshold_nuclei
-    from ai.data import read_ids, read_manifest, read_rgb
-    from ai.metrics import match_instances, overlap_table
+    from ai.data import read_ids, read_manifest, read_outlines, read_rgb
+    from ai.metrics import match_instances, overlap_table, stack_intersections
 
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir, "seg")
@@ -145,6 +178,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
             source = {row["file"]: row["source"] for row in csv.DictReader(f)}
     by_source: dict[str, DetectionCounts] = {}
     lenient: dict[str, DetectionCounts] = {}  # overlaps ignored: "all" and per source
+    outlines: dict[str, DetectionCounts] = {}  # truth = each cell's whole outline: "all" and per source
     net, base = DetectionCounts(), DetectionCounts()
     per_class: dict[str, list[int]] = {}
     seconds = 0.0
@@ -158,22 +192,38 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
             truth = read_ids(data_dir / "masks" / name)
             dpath = data_dir / "distractors" / name
             dis = read_ids(dpath) if dpath.exists() else None
-            pred = det.label_image()
             min_true = MIN_TRUE_AREA_UM2 / px**2
-            counts = detection_counts(truth, pred, dis, min_true_area=min_true)
+            preds = det.masks()
+            if segmenter.overlapping:  # predicted cells may share pixels: no label image can hold them
+                counts = overlapping_counts(truth, preds, dis, min_true_area=min_true)
+                inter, area_t = stack_intersections(truth, preds)
+                area_p = np.array([m.sum() for _, _, m in preds])
+                union = area_t[:, None] + area_p[None, :] - inter
+                ids_t = np.arange(1, len(area_t) + 1)[area_t > 0]
+                inter, union = inter[area_t > 0], union[area_t > 0]
+                area_t = area_t[area_t > 0]
+            else:
+                pred = det.label_image()
+                counts = detection_counts(truth, pred, dis, min_true_area=min_true)
+                ids_t, _, inter, area_t, area_p = overlap_table(truth, pred)
+                union = area_t[:, None] + area_p[None, :] - inter
+                spath = data_dir / "shared" / name
+                if spath.exists():
+                    loose = detection_counts(truth, pred, dis, min_true_area=min_true, ambiguous=read_ids(spath) > 0)
+                    for key in ("all", source.get(name)):
+                        if key:
+                            lenient[key] = lenient.get(key, DetectionCounts()) + loose
             net = net + counts
             if name in source:
                 by_source[source[name]] = by_source.get(source[name], DetectionCounts()) + counts
-            spath = data_dir / "shared" / name
-            if spath.exists():
-                loose = detection_counts(truth, pred, dis, min_true_area=min_true, ambiguous=read_ids(spath) > 0)
+            opath = data_dir / "outlines" / name.replace(".png", ".npz")
+            if opath.exists():
+                whole = overlapping_counts(read_outlines(opath), preds, dis, min_true_area=min_true, visible=truth)
                 for key in ("all", source.get(name)):
                     if key:
-                        lenient[key] = lenient.get(key, DetectionCounts()) + loose
+                        outlines[key] = outlines.get(key, DetectionCounts()) + whole
             base_pred = threshold_nuclei(image, px).label_image()
             base = base + detection_counts(truth, base_pred, dis, min_true_area=min_true)
-            ids_t, _, inter, area_t, area_p = overlap_table(truth, pred)
-            union = area_t[:, None] + area_p[None, :] - inter
             found = {int(ids_t[r]) for r, _ in match_instances(np.where(union > 0, inter / np.maximum(union, 1), 0))}
             for tid, area in zip(ids_t, area_t, strict=True):
                 if area < min_true:
@@ -188,6 +238,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
         "min_true_area_um2": MIN_TRUE_AREA_UM2,
         "network": net.summary(),
         "network_by_fov_source": {k: v.summary() for k, v in sorted(by_source.items())},
+        **({"network_whole_outlines": {k: v.summary() for k, v in sorted(outlines.items())}} if outlines else {}),
         **({"network_overlaps_ignored": {k: v.summary() for k, v in sorted(lenient.items())}} if lenient else {}),
         "baseline_colour_threshold": base.summary(),
         "sensitivity_per_class": {c: h[0] / h[1] for c, h in sorted(per_class.items())},

@@ -115,20 +115,54 @@ class CellSegmenter:
 
     def detections(self, labels: np.ndarray, fov_shape: tuple[int, int], pixel_size_um: float) -> CellDetections:
         scale = self.card.pixel_size_um / pixel_size_um
+        return self._cells([(p, a, 1.0) for p, a in polygons(labels, scale=scale)], fov_shape, pixel_size_um)
+
+    @property
+    def overlapping(self) -> bool:
+        """Star-convex cell networks (`ai.star`) give every cell its whole outline: cells may overlap."""
+        return self.card.arch.endswith("star")
+
+    def star_cells(self, maps: np.ndarray, fov_shape: tuple[int, int], pixel_size_um: float,
+                   **overrides: float) -> CellDetections:  # fmt: skip
+        """Cells from one FOV's star-network maps (`ai.star.star_instances`), with the card's thresholds."""
+        from ai.star import star_instances
+
+        t = {**self.card.thresholds, **overrides}
+        area = self.card.pixel_size_um**2
+        found = star_instances(
+            maps,
+            centre_threshold=float(t.get("centre", 0.5)),
+            seed_distance=max(1, round(float(t.get("seed_distance_um", 1.0)) / self.card.pixel_size_um)),
+            nms_iou=float(t.get("nms_iou", 0.5)),
+            min_area=float(t.get("min_area_um2", 10.0)) / area,
+            max_area=float(t["max_area_um2"]) / area if t.get("max_area_um2") else None,
+        )
+        scale = self.card.pixel_size_um / pixel_size_um
+        return self._cells([((p + 0.5) * scale - 0.5, float(_polygon_area(p)) * scale * scale, s)
+                            for p, s in found], fov_shape, pixel_size_um)  # fmt: skip
+
+    def _cells(self, found, fov_shape: tuple[int, int], pixel_size_um: float) -> CellDetections:
         h, w = fov_shape
         cells = []
-        for poly, area in polygons(labels, scale=scale):
+        for poly, area, score in found:
             poly[:, 0] = np.clip(poly[:, 0], 0, w - 1)
             poly[:, 1] = np.clip(poly[:, 1], 0, h - 1)
             x0, y0 = np.floor(poly.min(axis=0)).astype(int)
             x1, y1 = np.ceil(poly.max(axis=0)).astype(int) + 1
-            cells.append(Cell(polygon=poly, bbox=(int(x0), int(y0), int(x1), int(y1)), area_px=area))
+            cells.append(Cell(polygon=poly, bbox=(int(x0), int(y0), int(x1), int(y1)), area_px=area,
+                              detection_score=score))  # fmt: skip
         return CellDetections(cells=cells, image_shape=(h, w), pixel_size_um=pixel_size_um)
 
     def segment(self, fovs: Sequence[np.ndarray], pixel_size_um: float | None = None) -> list[CellDetections]:
         px = pixel_size_um or self.source_pixel_size_um
         maps = self.probability_maps(fovs, px)
+        if self.overlapping:
+            return [self.star_cells(m, f.shape[:2], px) for m, f in zip(maps, fovs, strict=True)]
         return [self.detections(self.instances(m), f.shape[:2], px) for m, f in zip(maps, fovs, strict=True)]
+
+
+def _polygon_area(poly: np.ndarray) -> float:
+    return float(abs(cv2.contourArea(poly.astype(np.float32))))
 
 
 def extract_crops(fov: np.ndarray, cells: Sequence[Cell], side_px: int, out_size: int) -> np.ndarray:

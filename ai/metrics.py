@@ -144,28 +144,88 @@ def detection_counts(
     ious = _iou(inter, area_t, area_p)
     if ambiguous is not None:
         ious = _iou_outside(true_labels, pred_labels, ambiguous, ids_t, ids_p, ious)
+    counts, pairs = _count(ious, area_t < min_true_area, len(ids_p), iou)
+    if distractors is not None:
+        _, _, inter_d, area_d, area_p2 = overlap_table(distractors, pred_labels)
+        _count_distractors(counts, pairs, inter_d, area_d, area_p2, iou)
+    return counts
+
+
+def _count(ious: np.ndarray, small: np.ndarray, n_pred: int, iou: float) -> tuple[DetectionCounts, list]:
     pairs = match_instances(ious, iou)
-    small = area_t < min_true_area
     small_found = sum(1 for r, _ in pairs if small[r])
     found = len(pairs) - small_found
     counts = DetectionCounts(
         true_cells=int((~small).sum()),
         found=found,
-        predicted=len(ids_p) - small_found,
+        predicted=n_pred - small_found,
         matched_predictions=found,
         small_true_cells=int(small.sum()),
         small_found=small_found,
     )
+    return counts, pairs
+
+
+def _count_distractors(counts: DetectionCounts, pairs, inter_d, area_d, area_p, iou: float) -> None:
+    """Distractors reported (module docstring), given the cell matches (true row, predicted column) and the
+    distractor intersections with the predictions."""
+    counts.distractors = len(area_d)
+    if len(area_d) and len(area_p):
+        iou_d = _iou(inter_d, area_d, area_p)
+        unmatched = np.ones(len(area_p), bool)
+        unmatched[[c for _, c in pairs]] = False
+        covered = (inter_d / np.maximum(area_d[:, None], 1)) >= 0.5
+        reported = (iou_d >= iou).any(axis=1) | (covered & unmatched[None, :]).any(axis=1)
+        counts.distractors_reported = int(reported.sum())
+
+
+Mask = tuple[int, int, np.ndarray]  # x0, y0, bool mask in its bounding box
+
+
+def stack_intersections(stack: np.ndarray, masks: Sequence[Mask]) -> tuple[np.ndarray, np.ndarray]:
+    """Intersections (n_ids, n_masks) of the ids 1..n of a (L, h, w) stack of label images (each id in one
+    layer; a single label image is one layer) with each mask, and each id's area."""
+    stack = stack.reshape(-1, *stack.shape[-2:]).astype(np.int64)
+    n = int(stack.max(initial=0))
+    area = np.bincount(stack.ravel(), minlength=n + 1)[1:]
+    h, w = stack.shape[1:]
+    inter = np.zeros((n, len(masks)), np.int64)
+    for j, (x0, y0, m) in enumerate(masks):
+        ys, xs = slice(max(y0, 0), min(y0 + m.shape[0], h)), slice(max(x0, 0), min(x0 + m.shape[1], w))
+        if ys.start >= ys.stop or xs.start >= xs.stop:
+            continue
+        inside = m[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0]
+        under = stack[:, ys, xs][:, inside].ravel()
+        inter[:, j] = np.bincount(under, minlength=n + 1)[1:]
+    return inter, area
+
+
+def overlapping_counts(
+    truth: np.ndarray,
+    preds: Sequence[Mask],
+    distractors: np.ndarray | None = None,
+    iou: float = 0.5,
+    min_true_area: float = 0.0,
+    visible: np.ndarray | None = None,
+) -> DetectionCounts:
+    """Cell-level counts for one FOV where predicted cells may overlap (`preds`: one pixel mask each) and the
+    truth is an instance-id image or a (L, h, w) stack of outline layers (each cell's whole outline, ids
+    as in the instance image). With `visible` (the instance-id image) the slivers are decided on each
+    cell's visible area, as in `detection_counts`, so both truths count the same cells."""
+    inter, area_t = stack_intersections(truth, preds)
+    keep = area_t > 0  # ids absent from this truth (none, for a consistent dataset)
+    inter, area_t = inter[keep], area_t[keep]
+    area_p = np.array([int(m.sum()) for _, _, m in preds], np.int64)
+    ious = _iou(inter, area_t, area_p)
+    if visible is not None:
+        seen = np.bincount(visible.ravel().astype(np.int64), minlength=len(keep) + 1)[1 : len(keep) + 1][keep]
+    else:
+        seen = area_t
+    counts, pairs = _count(ious, seen < min_true_area, len(preds), iou)
     if distractors is not None:
-        ids_d, _, inter_d, area_d, area_p2 = overlap_table(distractors, pred_labels)
-        counts.distractors = len(ids_d)
-        if len(ids_d) and len(ids_p):
-            iou_d = _iou(inter_d, area_d, area_p2)
-            unmatched = np.ones(len(ids_p), bool)
-            unmatched[[c for _, c in pairs]] = False
-            covered = (inter_d / np.maximum(area_d[:, None], 1)) >= 0.5
-            reported = (iou_d >= iou).any(axis=1) | (covered & unmatched[None, :]).any(axis=1)
-            counts.distractors_reported = int(reported.sum())
+        inter_d, area_d = stack_intersections(distractors, preds)
+        present = area_d > 0
+        _count_distractors(counts, pairs, inter_d[present], area_d[present], area_p, iou)
     return counts
 
 

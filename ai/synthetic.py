@@ -43,7 +43,7 @@ def blob_fov(rng: np.random.Generator, shape=(192, 256), n_cells=4, n_red=5, rad
 
 def write_seg(out: Path, n: int = 6, seeds: tuple[int, ...] = (1, 2, 3), shape=(192, 256), pixel_size_um=0.086):
     out = Path(out)
-    for sub in ("images", "masks", "distractors"):
+    for sub in ("images", "masks", "distractors", "outlines"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     rows = []
@@ -54,6 +54,8 @@ def write_seg(out: Path, n: int = 6, seeds: tuple[int, ...] = (1, 2, 3), shape=(
             cv2.imwrite(str(out / "images" / name), image[..., ::-1])
             cv2.imwrite(str(out / "masks" / name), cells)
             cv2.imwrite(str(out / "distractors" / name), dis)
+            # blobs do not overlap: each one's whole outline is its visible mask, one layer holds them all
+            np.savez_compressed(out / "outlines" / f"{seed}_{k}.npz", layers=cells.astype(np.uint16)[None])
             rows += [(name, int(i), "LYT") for i in np.unique(cells) if i]
     with (out / "cells.csv").open("w", newline="") as f:
         csv.writer(f).writerows([("file", "instance_id", "class"), *rows])

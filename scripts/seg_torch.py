@@ -53,18 +53,24 @@ def parse_seeds(text: str) -> list[int]:
 # --- data -------------------------------------------------------------------------------------
 
 
-def render_seed(seed: int) -> list[tuple[np.ndarray, np.ndarray, int]]:
-    """One slide's dataset FOVs at working scale: (image uint8 RGB, targets uint8 (h, w, 3), seed), as
-    `make-dataset seg` writes them and `ai.data.load_seg` reads them, plus the contact channel."""
+def render_seed(seed: int, star: bool = False) -> list[tuple[np.ndarray, object, int]]:
+    """One slide's dataset FOVs at working scale: (image uint8 RGB, targets, seed), as `make-dataset seg`
+    writes them and `ai.data` reads them: uint8 (h, w, 3) foreground, centre and contact channels, or
+    with `star` the (centre map, poles) of `ai.data.star_example`."""
     from acquisition.datasets import _jpeg, fov_positions, profile_for, simulate_slide
-    from ai.data import seg_example
+    from ai.data import seg_example, star_example
 
     slide = simulate_slide(seed, profile_for(seed, None))
-    out = []
+    out: list[tuple[np.ndarray, object, int]] = []
     for pos in fov_positions(slide, 4, explore=0.3):
         fov = slide.render_fov(pos.x_um, pos.y_um)
-        small, target = seg_example(_jpeg(fov.image, JPEG_QUALITY), fov.instance_mask, SCALE, contacts=True)
-        out.append((small, target, seed))
+        image = _jpeg(fov.image, JPEG_QUALITY)
+        if star:
+            small, centre, poles = star_example(image, fov.outline_layers(), SCALE)
+            out.append((small, (centre, poles), seed))
+        else:
+            small, target = seg_example(image, fov.instance_mask, SCALE, contacts=True)
+            out.append((small, target, seed))
     return out
 
 
@@ -107,7 +113,7 @@ def read_packed(folder: Path, pool) -> list[tuple[np.ndarray, np.ndarray, int]]:
 def _crops_dataset(items, crop: int, base_seed: int, hard: float):
     import torch
 
-    from ai.augment import segmentation_crop
+    from ai.augment import segmentation_crop, star_crop
 
     class Crops(torch.utils.data.IterableDataset):
         def __iter__(self):
@@ -115,7 +121,10 @@ def _crops_dataset(items, crop: int, base_seed: int, hard: float):
             rng = np.random.default_rng([base_seed, info.id if info else 0, int(time.time() * 1e6) % 2**31])
             while True:
                 image, target, _ = items[int(rng.integers(len(items)))]
-                yield segmentation_crop(rng, image, target, crop, True, hard)
+                if isinstance(target, tuple):
+                    yield star_crop(rng, image, *target, crop, True)
+                else:
+                    yield segmentation_crop(rng, image, target, crop, True, hard)
 
     return Crops()
 
@@ -123,8 +132,9 @@ def _crops_dataset(items, crop: int, base_seed: int, hard: float):
 # --- network ----------------------------------------------------------------------------------
 
 
-def compact_unet_torch(width: int, depth: int = 4):
-    """Layer-for-layer the Keras `compact_unet`; modules are created in the Keras layers' order."""
+def compact_unet_torch(width: int, depth: int = 4, outputs: int = 2):
+    """Layer-for-layer the Keras `compact_unet` (2 outputs) or `compact_star` (1 + rays); modules are
+    created in the Keras layers' order. Returns logits (star: channel 0 a logit, the rays as they are)."""
     import torch
     from torch import nn
     from torch.nn import functional as F
@@ -144,7 +154,7 @@ def compact_unet_torch(width: int, depth: int = 4):
             self.down = nn.ModuleList([block(3 if i == 0 else chans[i - 1], chans[i]) for i in range(depth)])
             self.mid = block(chans[depth - 1], chans[depth])
             self.up = nn.ModuleList([block(chans[i + 1] + chans[i], chans[i]) for i in reversed(range(depth))])
-            self.head = nn.Conv2d(width, 2, 1)
+            self.head = nn.Conv2d(width, outputs, 1)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # uint8-range NCHW in, logits out
             x = x / 255.0
@@ -250,6 +260,24 @@ def segmentation_loss(logits, y):
     return fg + 2.0 * centre
 
 
+def star_loss(logits, y):
+    """`ai.training.losses.star_loss` in torch (BCE from the centre logit)."""
+    import torch
+    from torch.nn import functional as F
+
+    from ai.training.losses import RAY_WEIGHT, RECALL_WEIGHT
+
+    logits = logits.float()
+    c_t, weight = y[:, 0], y[:, 1]
+    p = torch.sigmoid(logits[:, 0])
+    a = RECALL_WEIGHT / (1 + RECALL_WEIGHT)
+    tp = (c_t * p).sum()
+    tv = 1 - (tp + 1) / (tp + a * (c_t * (1 - p)).sum() + (1 - a) * ((1 - c_t) * p).sum() + 1)
+    centre = tv + F.binary_cross_entropy_with_logits(logits[:, 0], c_t)
+    ray_error = (logits[:, 1:] - y[:, 2:]).abs().mean(dim=1)
+    return centre + RAY_WEIGHT * (weight * ray_error).sum() / (weight.sum() + 1e-6)
+
+
 # --- train ------------------------------------------------------------------------------------
 
 
@@ -259,7 +287,8 @@ def train(args: argparse.Namespace) -> None:
     import cv2
     import torch
 
-    from ai.augment import segmentation_crop
+    from ai.augment import segmentation_crop, star_crop
+    from ai.star import RAYS
 
     cv2.setNumThreads(0)  # no OpenCV thread pool to inherit half-locked into forked workers
     t0 = time.time()
@@ -295,7 +324,8 @@ def train(args: argparse.Namespace) -> None:
         have = {item[2] for item in train_items + val_items}
         order = [s for s in order if s not in have]
         say(f"packed: {len(val_items)} validation, {len(train_items)} training FOVs; {len(order)} seeds to render")
-    pending = [pool.apply_async(render_seed, (s,), callback=arrived) for s in order]
+    star = args.arch == "star"
+    pending = [pool.apply_async(render_seed, (s, star), callback=arrived) for s in order]
     pool.close()
 
     def short() -> bool:
@@ -311,13 +341,21 @@ def train(args: argparse.Namespace) -> None:
     val_x, val_y = [], []
     for image, target, _ in val_items:
         for _ in range(2):
-            x, y = segmentation_crop(rng, image, target, args.crop, False)
+            if star:
+                x, y = star_crop(rng, image, *target, args.crop, False)
+            else:
+                x, y = segmentation_crop(rng, image, target, args.crop, False)
+                y = y.astype(np.float32) / 255.0
             val_x.append(x)
             val_y.append(y)
     vx = torch.from_numpy(np.stack(val_x)).permute(0, 3, 1, 2).float()
-    vy = torch.from_numpy(np.stack(val_y)).permute(0, 3, 1, 2).float() / 255.0
+    vy = torch.from_numpy(np.stack(val_y)).permute(0, 3, 1, 2).float()
+    loss_fn = star_loss if star else segmentation_loss
 
-    model = compact_unet_torch(args.width, args.depth)
+    model = compact_unet_torch(args.width, args.depth, 1 + RAYS if star else 2)
+    if star:  # rays start near a typical cell radius (about 20 px at working scale), not at e^0 = 1 px
+        with torch.no_grad():
+            model.head.bias[1:].fill_(3.0)
     if args.init:
         arrays, meta = load_arrays(Path(args.init))
         if (meta["width"], meta["depth"]) != (args.width, args.depth):
@@ -345,7 +383,7 @@ def train(args: argparse.Namespace) -> None:
             for i in range(0, len(vx), 64):
                 x = vx[i : i + 64].to(dev).contiguous(memory_format=torch.channels_last)
                 y = vy[i : i + 64].to(dev)
-                total += float(segmentation_loss(model(x), y)) * len(x)
+                total += float(loss_fn(model(x), y)) * len(x)
                 n += len(x)
         model.train()
         return total / n
@@ -368,7 +406,8 @@ def train(args: argparse.Namespace) -> None:
         mark = ""
         if v < best:
             best, mark = v, " *"
-            meta = {"width": args.width, "depth": args.depth, "step": step, "val_loss": v,
+            meta = {"arch": args.arch, "rays": RAYS if star else None,
+                    "width": args.width, "depth": args.depth, "step": step, "val_loss": v,
                     "train_seeds": args.seeds, "val_seeds": args.val_seeds, "batch": args.batch,
                     "crop": args.crop, "lr": args.lr, "history": history, "init": args.init,
                     "hard": args.hard, "data": args.data,
@@ -390,12 +429,14 @@ def train(args: argparse.Namespace) -> None:
             say(f"step {step}: loader rebuilt on {n_items} FOVs, {workers} workers")
         x, y = next(batches)
         x = x.to(dev, non_blocking=True).permute(0, 3, 1, 2).float().contiguous(memory_format=torch.channels_last)
-        y = y.to(dev, non_blocking=True).permute(0, 3, 1, 2).float() / 255.0
+        y = y.to(dev, non_blocking=True).permute(0, 3, 1, 2).float()
+        if not star:
+            y = y / 255.0
         for g in opt.param_groups:
             g["lr"] = lr_at(frac, step)
         with torch.autocast("cuda", torch.bfloat16, enabled=dev.type == "cuda"):
             logits = model(x)
-        loss = segmentation_loss(logits, y)
+        loss = loss_fn(logits, y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -416,12 +457,15 @@ def forward(args: argparse.Namespace) -> None:
     import torch
 
     arrays, meta = load_arrays(Path(args.weights))
-    model = compact_unet_torch(meta["width"], meta["depth"])
+    star = meta.get("arch") == "star"
+    model = compact_unet_torch(meta["width"], meta["depth"], 1 + meta["rays"] if star else 2)
     load_torch_arrays(model, arrays)
     model.eval()
     x = torch.from_numpy(np.load(args.input)).permute(0, 3, 1, 2).float()
     with torch.no_grad():
-        y = torch.sigmoid(model(x)).permute(0, 2, 3, 1).numpy()
+        y = model(x)
+        y = torch.cat([torch.sigmoid(y[:, :1]), y[:, 1:]], 1) if star else torch.sigmoid(y)
+        y = y.permute(0, 2, 3, 1).numpy()
     np.save(args.output, y)
 
 
@@ -433,7 +477,10 @@ def keras_model(folder: Path):
 
     arrays, meta = load_arrays(folder)
     keras.backend.clear_session()
-    model = build("seg", "compact", width=meta["width"], depth=meta["depth"])
+    if meta.get("arch") == "star":
+        model = build("seg", "compact_star", width=meta["width"], depth=meta["depth"], rays=meta["rays"])
+    else:
+        model = build("seg", "compact", width=meta["width"], depth=meta["depth"])
     kinds = keras.layers.Conv2D | keras.layers.BatchNormalization
     layers = [layer for layer in model.layers if isinstance(layer, kinds)]
     want = sum(len(layer.weights) for layer in layers)
@@ -483,14 +530,21 @@ def to_keras(args: argparse.Namespace) -> None:
         "weights_init": meta.get("init") or "random (PyTorch default initialisation)",
         "hard_crop_share": meta.get("hard", 0.0),
     })  # fmt: skip
-    card = ModelCard(kind="seg", arch="compact", classes=base.classes, input_size=meta["crop"],
-                     pixel_size_um=base.pixel_size_um, arch_params={"width": meta["width"]},
-                     thresholds=dict(base.thresholds), training=training)  # fmt: skip
+    star = meta.get("arch") == "star"
+    arch, params = ("compact_star", {"width": meta["width"], "rays": meta["rays"]}) if star else (
+        "compact", {"width": meta["width"]})  # fmt: skip
+    thresholds = {"centre": 0.5, "seed_distance_um": 1.0, "nms_iou": 0.5, "min_area_um2": 12.0, "tile": 512}
+    if star:
+        training["loss"] = "centre: recall-weighted Tversky + BCE; rays: L1 of log lengths on pole discs"
+        training["framework"] = training["framework"].replace("compact_unet", "compact_star")
+    card = ModelCard(kind="seg", arch=arch, classes=base.classes, input_size=meta["crop"],
+                     pixel_size_um=base.pixel_size_um, arch_params=params,
+                     thresholds=thresholds if star else dict(base.thresholds), training=training)  # fmt: skip
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "history.json").write_text(json.dumps(history))
     curve = {"loss": history["loss"], "val_loss": history["val_loss"]}
-    training_curve(curve, out / "training_curve.png", title=f"seg/compact width {meta['width']}, per 250 steps")
+    training_curve(curve, out / "training_curve.png", title=f"seg/{arch} width {meta['width']}, per 250 steps")
     save_model(model, card, out)
     print(f"wrote {out}")
 
@@ -502,6 +556,12 @@ def main() -> None:
     t.add_argument("--out", required=True)
     t.add_argument("--seeds", default="1000:1400")
     t.add_argument("--val-seeds", default="1270:1300")
+    t.add_argument(
+        "--arch",
+        choices=("unet", "star"),
+        default="unet",
+        help="unet: foreground + centre maps (compact); star: star-convex cells (compact_star)",
+    )
     t.add_argument("--width", type=int, default=32)
     t.add_argument("--depth", type=int, default=4)
     t.add_argument("--minutes", type=float, default=7.0)

@@ -130,3 +130,35 @@ def test_evaluate_generates_held_out_data_with_the_simulator(models, tmp_path):
     assert readable["network_by_fov_source"]["scan_list"]["sensitivity"] == doc["network"]["sensitivity"]
     assert readable["network_overlaps_ignored"]["all"]["true_cells"] == doc["network"]["true_cells"]
     assert readable["sensitivity_per_class"] == doc["sensitivity_per_class"]
+    # against each cell's whole outline (outlines/): the same true cells
+    whole = doc["network_whole_outlines"]
+    assert whole["all"] == whole["scan_list"] and whole["all"]["true_cells"] == doc["network"]["true_cells"]
+
+
+def test_star_network_trains_detects_and_evaluates_against_whole_outlines(models, tmp_path):
+    """`--arch compact_star`: cells from centres and ray lengths (they may overlap), through `detect` and
+    `evaluate`, which then also counts against each cell's whole outline (outlines/)."""
+    from ai.inference import CellSegmenter
+    from ai.training import train
+    from integration.cli import app
+
+    common = {"batch_size": 4, "steps_per_epoch": 2, "verbose": 0, "threads": 2, "input_size": 64}
+    out = tmp_path / "m_star"
+    card = train("seg", models["seg_data"], "compact_star", 1, out, seg_scale=0.5,
+                 arch_params={"width": 4, "depth": 2}, **common)  # fmt: skip
+    assert card.arch == "compact_star" and {"centre", "nms_iou", "seed_distance_um"} <= set(card.thresholds)
+    assert "whole cell outlines" in card.metrics["threshold_rule"]
+    segmenter = CellSegmenter.load(out)
+    assert segmenter.overlapping
+    maps = segmenter.probability_maps([np.zeros((128, 192, 3), np.uint8)], 0.043)[0]
+    assert maps.shape == (64, 96, 33) and maps[..., 0].min() >= 0 and maps[..., 0].max() <= 1
+    args = ["evaluate", "seg", "--seeds", "1:4", "--data", str(models["seg_data"]), "--model", str(out), "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["network"]["true_cells"] + doc["network"]["small_true_cells"] == 24
+    assert doc["network_whole_outlines"]["all"]["true_cells"] == doc["network"]["true_cells"]
+    image = models["seg_data"] / "images" / "1_0.png"
+    result = CliRunner().invoke(app, ["detect", str(image), "--pixel-size", "0.043", "--seg-model", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    assert "cells" in json.loads(result.stdout)["images"][0]

@@ -88,6 +88,23 @@ class Fov:
             count[m.y0 : m.y0 + h, m.x0 : m.x0 + w] += m.mask
         return count >= 2
 
+    def outline_layers(self) -> np.ndarray:
+        """Every cell's whole outline as (L, h, w) uint16 label images, cell k (the `instance_mask` id) in
+        one of them: cells that overlap sit in different layers (greedy: the first layer with room), so the
+        whole outlines survive resizing and flips like any label image."""
+        shape = self.instance_mask.shape
+        layers: list[np.ndarray] = []
+        for k, m in enumerate(self.amodal_masks, start=1):
+            h, w = m.mask.shape
+            for layer in layers:
+                if not layer[m.y0 : m.y0 + h, m.x0 : m.x0 + w][m.mask].any():
+                    break
+            else:
+                layer = np.zeros(shape, np.uint16)
+                layers.append(layer)
+            layer[m.y0 : m.y0 + h, m.x0 : m.x0 + w][m.mask] = k
+        return np.stack(layers) if layers else np.zeros((1, *shape), np.uint16)
+
 
 @dataclass(frozen=True)
 class FovContext:

@@ -14,7 +14,12 @@ from ai.architectures import aoi, cls, seg
 
 BUILDERS: dict[str, dict[str, Callable[..., Any]]] = {
     "aoi": {"compact": aoi.compact_cnn},
-    "seg": {"compact": seg.compact_unet, "unet16": seg.unet16, "mobilenetv2": seg.sm_unet_mobilenetv2},
+    "seg": {
+        "compact": seg.compact_unet,
+        "compact_star": seg.compact_star,
+        "unet16": seg.unet16,
+        "mobilenetv2": seg.sm_unet_mobilenetv2,
+    },
     "cls": {"compact": cls.mini_xception, "xception": cls.xception},
 }
 
@@ -24,6 +29,7 @@ DEFAULT_ARCH = {"aoi": "compact", "seg": "compact", "cls": "compact"}
 DEFAULT_INPUT = {
     ("aoi", "compact"): 64,
     ("seg", "compact"): 256,
+    ("seg", "compact_star"): 256,
     ("seg", "unet16"): 256,
     ("seg", "mobilenetv2"): 256,
     ("cls", "compact"): 96,

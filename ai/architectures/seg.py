@@ -59,6 +59,16 @@ def compact_unet(width: int = 12, depth: int = 4, weights: str | None = None, in
     import tf_keras as keras
     from tf_keras import layers
 
+    inp, x = _compact_body(width, depth)
+    out = layers.Conv2D(N_OUTPUTS, 1, activation="sigmoid", dtype="float32")(x)
+    return keras.Model(inp, out, name="seg_compact")
+
+
+def _compact_body(width: int, depth: int):
+    """The compact UNet up to its last decoder block: (input, features at full resolution, `width` deep)."""
+    import tf_keras as keras
+    from tf_keras import layers
+
     def block(x, f):
         for _ in range(2):
             x = layers.Conv2D(f, 3, padding="same", use_bias=False)(x)
@@ -78,5 +88,28 @@ def compact_unet(width: int = 12, depth: int = 4, weights: str | None = None, in
         x = layers.UpSampling2D(interpolation="bilinear")(x)
         x = layers.Concatenate()([x, skips[i]])
         x = block(x, width * 2**i)
-    out = layers.Conv2D(N_OUTPUTS, 1, activation="sigmoid", dtype="float32")(x)
-    return keras.Model(inp, out, name="seg_compact")
+    return inp, x
+
+
+def compact_star(
+    width: int = 32, depth: int = 4, rays: int = 32, weights: str | None = None, input_size: int | None = None
+):
+    """The compact UNet with a star-convex cell head (`ai.star`): channel 0 the cell-centre probability,
+    channels 1..rays the log distances from a cell's centre to its whole outline along `rays` directions.
+
+    Overlapping cells each keep their whole outline (a label image cannot); the same body as
+    `compact_unet`, so the GPU script's torch replica serves both.
+    """
+    import tf_keras as keras
+    from tf_keras import layers
+
+    inp, x = _compact_body(width, depth)
+    raw = layers.Conv2D(1 + rays, 1, dtype="float32")(x)
+    out = layers.Lambda(_star_activation, dtype="float32", name="star_head")(raw)
+    return keras.Model(inp, out, name="seg_compact_star")
+
+
+def _star_activation(raw):
+    import tensorflow as tf
+
+    return tf.concat([tf.sigmoid(raw[..., :1]), raw[..., 1:]], axis=-1)

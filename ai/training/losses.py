@@ -54,3 +54,20 @@ def foreground_recall(y_true, y_pred):
     t = tf.cast(y_true[..., 0] > 0.5, tf.float32)
     p = tf.cast(y_pred[..., 0] > 0.5, tf.float32)
     return tf.reduce_sum(t * p) / (tf.reduce_sum(t) + 1e-6)
+
+
+RAY_WEIGHT = 1.0  # log ray-length L1 against the centre terms (0.1 = a tenth of the radius)
+
+
+def star_loss(y_true, y_pred):
+    """Star-convex cells (`ai.star`): centre map by recall-weighted Tversky + BCE, and the L1 error of the
+    log ray lengths on the pole discs (target channel 1 is their weight, channels 2.. the lengths)."""
+    import tensorflow as tf
+
+    y_true = tf.cast(y_true, y_pred.dtype)
+    c_t, c_p = y_true[..., 0], y_pred[..., 0]
+    weight = y_true[..., 1]
+    centre = tversky(c_t, c_p) + tf.reduce_mean(tf.keras.backend.binary_crossentropy(c_t, c_p))
+    ray_error = tf.reduce_mean(tf.abs(y_pred[..., 1:] - y_true[..., 2:]), axis=-1)
+    rays = tf.reduce_sum(weight * ray_error) / (tf.reduce_sum(weight) + 1e-6)
+    return centre + RAY_WEIGHT * rays

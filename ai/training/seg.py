@@ -17,22 +17,24 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     from ai.data import load_seg, split_by_seed
     from ai.inference import CellSegmenter
     from ai.training import _finish, _init_weights, _training_info
-    from ai.training.losses import foreground_recall, segmentation_loss
-    from ai.training.sequences import SegmentationCrops
+    from ai.training.losses import foreground_recall, segmentation_loss, star_loss
+    from ai.training.sequences import SegmentationCrops, StarCrops
 
-    data = load_seg(data_dir, opts.seg_scale)
+    star = arch.endswith("star")
+    data = load_seg(data_dir, opts.seg_scale, star=star)
     train_idx, val_idx = split_by_seed(data.seeds, opts.val_fraction)
     if not len(val_idx):
         val_idx = train_idx[-1:]
     params = {**(opts.arch_params or {})}
     model = build("seg", arch, weights=opts.weights, **params)
     _init_weights(model, opts)
-    model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate), loss=segmentation_loss,
-                  metrics=[foreground_recall])  # fmt: skip
+    model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate), loss=star_loss if star else segmentation_loss,
+                  metrics=[] if star else [foreground_recall])  # fmt: skip
     steps = opts.steps_per_epoch or max(1, 4 * len(train_idx) // opts.batch_size)
-    seq = SegmentationCrops([data.images[i] for i in train_idx], [data.targets[i] for i in train_idx],
+    crops = StarCrops if star else SegmentationCrops
+    seq = crops([data.images[i] for i in train_idx], [data.targets[i] for i in train_idx],
                             opts.batch_size, steps, opts.input_size, seed=opts.seed)  # fmt: skip
-    val = SegmentationCrops([data.images[i] for i in val_idx], [data.targets[i] for i in val_idx],
+    val = crops([data.images[i] for i in val_idx], [data.targets[i] for i in val_idx],
                             opts.batch_size, max(1, len(val_idx) // max(1, opts.batch_size // 2)),
                             opts.input_size, seed=opts.seed + 1, augment_images=False)  # fmt: skip
     val_fixed = [val[i] for i in range(len(val))]  # the same validation crops every epoch
@@ -47,7 +49,8 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     card = ModelCard(
         kind="seg", arch=arch, classes=["nucleated_cell"], input_size=opts.input_size,
         pixel_size_um=source_px / opts.seg_scale, arch_params=params,
-        thresholds={"foreground": 0.5, "centre": 0.3, "seed_distance_um": 2.0, "min_area_um2": 12.0, "tile": 512},
+        thresholds={"centre": 0.5, "seed_distance_um": 1.0, "nms_iou": 0.5, "min_area_um2": 12.0, "tile": 512} if star
+        else {"foreground": 0.5, "centre": 0.3, "seed_distance_um": 2.0, "min_area_um2": 12.0, "tile": 512},
         training=_training_info(data_dir, data.manifest, opts, len(train_idx), len(val_idx),
                                 source_pixel_size_um=source_px, scale=opts.seg_scale),
     )  # fmt: skip
@@ -59,8 +62,8 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
 
 def choose_thresholds(segmenter, data_dir: Path, images: list[np.ndarray], files: list[str]) -> None:
     """Set the card's thresholds by cell-level F-beta on validation FOVs (images at working scale)."""
-    from ai.data import read_ids
-    from ai.evaluation import select_seg_thresholds
+    from ai.data import read_ids, read_outlines
+    from ai.evaluation import select_seg_thresholds, select_star_thresholds
     from ai.inference import predict_maps
 
     card = segmenter.card
@@ -71,7 +74,17 @@ def choose_thresholds(segmenter, data_dir: Path, images: list[np.ndarray], files
         path = data_dir / "distractors" / f
         distractors.append(read_ids(path) if path.exists() else None)
     source_px = float(card.training.get("source_pixel_size_um", 0.086))
-    chosen, metrics = select_seg_thresholds(segmenter, maps, [t.shape for t in truth], source_px, truth, distractors)
+    shapes = [t.shape for t in truth]
+    if segmenter.overlapping:
+        outlines = [read_outlines(data_dir / "outlines" / f.replace(".png", ".npz")) for f in files]
+        chosen, metrics = select_star_thresholds(segmenter, maps, shapes, source_px, truth, distractors, outlines)
+        card.thresholds.update(chosen)
+        card.metrics = {
+            "validation": metrics,
+            "threshold_rule": "max F-beta (beta^2=5) on validation FOVs, truth = whole cell outlines",
+        }
+        return
+    chosen, metrics = select_seg_thresholds(segmenter, maps, shapes, source_px, truth, distractors)
     card.thresholds.update(chosen)
     card.metrics = {"validation": metrics, "threshold_rule": "max F-beta (beta^2=5) on validation FOVs"}
 

@@ -87,3 +87,19 @@ class SegmentationCrops(keras.utils.Sequence):
             xs.append(image)
             ys.append(target)
         return np.stack(xs).astype(np.float32), np.stack(ys).astype(np.float32) / 255.0
+
+
+class StarCrops(SegmentationCrops):
+    """Random square crops for star-convex cell networks (`ai.star`): targets are (centre map, poles) per
+    FOV and come out as float (centre, ray weight, log ray lengths) channels."""
+
+    def __getitem__(self, _):
+        xs, ys = [], []
+        for _ in range(self.batch_size):
+            k = int(self.rng.integers(len(self.images)))
+            image, target = augment.star_crop(
+                self.rng, self.images[k], *self.targets[k], self.crop, self.augment_images
+            )
+            xs.append(image)
+            ys.append(target)
+        return np.stack(xs).astype(np.float32), np.stack(ys)
