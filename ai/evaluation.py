@@ -153,7 +153,11 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
     spoiled fields that the scanner skips, a harder stress set. Where the dataset has `shared/` masks
     (pixels inside two cells' whole outlines), the same counts with those pixels left out of the IoU are
     reported beside the strict ones as `network_overlaps_ignored` (ai.metrics: which cell lies on top
-    there is not visible).
+    there is not visible). Where it has `outlines/` (each cell's whole outline), the counts against those
+    outlines (`network_whole_outlines`: the same true cells, each compared with all of its outline, as a
+    person draws it) and `strict_ceiling_true_outlines`: the true outlines themselves counted strictly,
+    the most a model that knew every outline but not which cell lies on top could score strictly.
+    Networks whose cells may overlap (`segmenter.overlapping`) are counted on each cell's own pixels.
     """
     import csv
     import time
@@ -162,6 +166,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
     from ai.baseline import threshold_nuclei
     from ai.data import read_ids, read_manifest, read_outlines, read_rgb
     from ai.metrics import match_instances, overlap_table, stack_intersections
+    from ai.star import cell_masks
 
     data_dir = Path(data_dir)
     manifest = read_manifest(data_dir, "seg")
@@ -179,6 +184,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
     by_source: dict[str, DetectionCounts] = {}
     lenient: dict[str, DetectionCounts] = {}  # overlaps ignored: "all" and per source
     outlines: dict[str, DetectionCounts] = {}  # truth = each cell's whole outline: "all" and per source
+    ceiling: dict[str, DetectionCounts] = {}  # the true whole outlines as predictions, counted strictly
     net, base = DetectionCounts(), DetectionCounts()
     per_class: dict[str, list[int]] = {}
     seconds = 0.0
@@ -218,10 +224,15 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
                 by_source[source[name]] = by_source.get(source[name], DetectionCounts()) + counts
             opath = data_dir / "outlines" / name.replace(".png", ".npz")
             if opath.exists():
-                whole = overlapping_counts(read_outlines(opath), preds, dis, min_true_area=min_true, visible=truth)
+                layers = read_outlines(opath)
+                whole = overlapping_counts(layers, preds, dis, min_true_area=min_true, visible=truth)
+                # the truth's own whole outlines, counted strictly: what the visible-mask truth allows a
+                # model that knew every outline exactly but not which cell lies on top
+                perfect = overlapping_counts(truth, list(cell_masks(layers).values()), dis, min_true_area=min_true)
                 for key in ("all", source.get(name)):
                     if key:
                         outlines[key] = outlines.get(key, DetectionCounts()) + whole
+                        ceiling[key] = ceiling.get(key, DetectionCounts()) + perfect
             base_pred = threshold_nuclei(image, px).label_image()
             base = base + detection_counts(truth, base_pred, dis, min_true_area=min_true)
             found = {int(ids_t[r]) for r, _ in match_instances(np.where(union > 0, inter / np.maximum(union, 1), 0))}
@@ -239,6 +250,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
         "network": net.summary(),
         "network_by_fov_source": {k: v.summary() for k, v in sorted(by_source.items())},
         **({"network_whole_outlines": {k: v.summary() for k, v in sorted(outlines.items())}} if outlines else {}),
+        **({"strict_ceiling_true_outlines": {k: v.summary() for k, v in sorted(ceiling.items())}} if ceiling else {}),
         **({"network_overlaps_ignored": {k: v.summary() for k, v in sorted(lenient.items())}} if lenient else {}),
         "baseline_colour_threshold": base.summary(),
         "sensitivity_per_class": {c: h[0] / h[1] for c, h in sorted(per_class.items())},

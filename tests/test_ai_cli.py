@@ -158,6 +158,8 @@ def test_star_network_trains_detects_and_evaluates_against_whole_outlines(models
     doc = json.loads(result.stdout)
     assert doc["network"]["true_cells"] + doc["network"]["small_true_cells"] == 24
     assert doc["network_whole_outlines"]["all"]["true_cells"] == doc["network"]["true_cells"]
+    ceiling = doc["strict_ceiling_true_outlines"]["all"]  # blobs never overlap: their outlines score perfectly
+    assert ceiling["found"] == ceiling["true_cells"] == doc["network"]["true_cells"] and ceiling["specificity"] == 1
     image = models["seg_data"] / "images" / "1_0.png"
     result = CliRunner().invoke(app, ["detect", str(image), "--pixel-size", "0.043", "--seg-model", str(out), "--json"])
     assert result.exit_code == 0, result.output
