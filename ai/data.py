@@ -44,7 +44,7 @@ def read_outlines(path: Path | str) -> np.ndarray:
         raise ValueError(f"{path}: not an outline file with a `layers` array ({e})") from None
     if layers.ndim != 3:
         raise ValueError(f"{path}: outline layers must be (L, h, w), got {layers.shape}")
-    return layers.astype(np.int32)
+    return layers  # uint16: a FOV's layers are large, and ids fit
 
 
 def star_example(image: np.ndarray, layers: np.ndarray, scale: float):

@@ -185,9 +185,9 @@ Mask = tuple[int, int, np.ndarray]  # x0, y0, bool mask in its bounding box
 def stack_intersections(stack: np.ndarray, masks: Sequence[Mask]) -> tuple[np.ndarray, np.ndarray]:
     """Intersections (n_ids, n_masks) of the ids 1..n of a (L, h, w) stack of label images (each id in one
     layer; a single label image is one layer) with each mask, and each id's area."""
-    stack = stack.reshape(-1, *stack.shape[-2:]).astype(np.int64)
+    stack = stack.reshape(-1, *stack.shape[-2:])
     n = int(stack.max(initial=0))
-    area = np.bincount(stack.ravel(), minlength=n + 1)[1:]
+    area = sum(np.bincount(layer.ravel(), minlength=n + 1) for layer in stack)[1:]
     h, w = stack.shape[1:]
     inter = np.zeros((n, len(masks)), np.int64)
     for j, (x0, y0, m) in enumerate(masks):
@@ -198,6 +198,24 @@ def stack_intersections(stack: np.ndarray, masks: Sequence[Mask]) -> tuple[np.nd
         under = stack[:, ys, xs][:, inside].ravel()
         inter[:, j] = np.bincount(under, minlength=n + 1)[1:]
     return inter, area
+
+
+def label_masks(labels: np.ndarray) -> list[Mask]:
+    """The instances of an id image as (x0, y0, mask) in id order (ids without pixels left out)."""
+    from scipy import ndimage as ndi
+
+    return [
+        (sl[1].start, sl[0].start, labels[sl] == i)
+        for i, sl in enumerate(ndi.find_objects(labels.astype(np.int32)), start=1)
+        if sl is not None
+    ]
+
+
+def found_cells(truth: np.ndarray, preds: Sequence[Mask], iou: float = 0.5) -> set[int]:
+    """Ids of the true cells (an id image or outline layers) that some prediction matches one-to-one."""
+    inter, area_t = stack_intersections(truth, preds)
+    area_p = np.array([int(m.sum()) for _, _, m in preds], np.int64)
+    return {int(r) + 1 for r, _ in match_instances(_iou(inter, area_t, area_p), iou)}
 
 
 def overlapping_counts(
