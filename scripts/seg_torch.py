@@ -537,6 +537,8 @@ def to_keras(args: argparse.Namespace) -> None:
     if star:
         training["loss"] = "centre: recall-weighted Tversky + BCE; rays: L1 of log lengths on pole discs"
         training["framework"] = training["framework"].replace("compact_unet", "compact_star")
+        if not meta.get("init"):
+            training["weights_init"] += "; ray-length biases at 3, e^3 = 20 px"
     card = ModelCard(kind="seg", arch=arch, classes=base.classes, input_size=meta["crop"],
                      pixel_size_um=base.pixel_size_um, arch_params=params,
                      thresholds=thresholds if star else dict(base.thresholds), training=training)  # fmt: skip

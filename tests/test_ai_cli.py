@@ -42,14 +42,15 @@ def test_model_folders_have_cards_curves_and_checkpoints(models):
 
 
 def test_fine_tune_continues_the_starting_models_architecture(models):
-    """`--init` without `--width`: the fine-tune takes the starting model's width and depth (the shipped seg
-    model is wider than the default), and starting from another kind of model is a clear error."""
+    """`--init` without `--arch`/`--width`: the fine-tune takes the starting model's architecture, width and
+    depth (the shipped seg model is neither the default arch nor width), and starting from another kind of
+    model is a clear error."""
     from ai.training import train
 
     common = {"batch_size": 4, "steps_per_epoch": 1, "verbose": 0, "threads": 2, "input_size": 64}
     out = models["root"] / "m_seg_ft"
-    card = train("seg", models["seg_data"], "compact", 1, out, seg_scale=0.5, init_from=str(models["seg"]), **common)
-    assert card.arch_params == {"width": 4, "depth": 2}
+    card = train("seg", models["seg_data"], None, 1, out, seg_scale=0.5, init_from=str(models["seg"]), **common)
+    assert card.arch == "compact" and card.arch_params == {"width": 4, "depth": 2}  # no --arch: the start's
     with pytest.raises(ValueError, match="cls/compact model, not seg/compact"):
         train("seg", models["seg_data"], "compact", 1, out, seg_scale=0.5, init_from=str(models["cls"]), **common)
 

@@ -28,6 +28,7 @@ def test_importing_ai_does_not_import_tensorflow():
     [
         ("aoi", "compact", {"input_size": 64}, (2, 64, 64, 3), (2, 6)),
         ("seg", "compact", {"width": 4}, (2, 64, 96, 3), (2, 64, 96, 2)),
+        ("seg", "compact_star", {"width": 4, "rays": 16}, (2, 64, 96, 3), (2, 64, 96, 17)),
         ("cls", "compact", {"input_size": 96, "width": 8}, (2, 96, 96, 3), (2, 23)),
     ],
 )
@@ -37,6 +38,27 @@ def test_compact_architectures_output_shapes(kind, arch, params, shape, out):
     assert tuple(y.shape) == out
     if kind != "seg":
         np.testing.assert_allclose(np.asarray(y).sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_star_network_training_steps_lower_its_loss():
+    """compact_star learns the centre map and the ray lengths of one star-convex cell (ai.star targets)."""
+    import tf_keras as keras
+
+    from ai.star import pole_maps, star_targets
+    from ai.training.losses import star_loss
+
+    keras.utils.set_random_seed(0)
+    layers = np.zeros((1, 32, 32), np.uint16)
+    yy, xx = np.mgrid[0:32, 0:32]
+    layers[0][(yy - 16) ** 2 + (xx - 15) ** 2 <= 49] = 1
+    centre, poles = star_targets(layers, rays=8)
+    y = np.concatenate([centre[..., None], pole_maps(poles, (32, 32))], axis=-1)[None].repeat(4, axis=0)
+    x, _ = _seg_batch()
+    model = build("seg", "compact_star", width=4, depth=2, rays=8)
+    model.compile(keras.optimizers.Adam(1e-2), star_loss)
+    before = float(model.evaluate(x, y, verbose=0))
+    model.fit(x, y, epochs=8, batch_size=4, verbose=0)
+    assert float(model.evaluate(x, y, verbose=0)) < before
 
 
 def test_unknown_architecture_is_a_clear_error():
@@ -187,4 +209,7 @@ def test_shipped_models_load_and_match_their_cards(kind):
     assert card.training.get("seeds") and card.metrics
     size = card.input_size if kind != "seg" else 64
     out = model(np.zeros((1, size, size, 3), np.float32), training=False)
-    assert out.shape[-1] == (2 if kind == "seg" else len(card.classes))
+    channels = {"aoi": len(card.classes), "cls": len(card.classes), "seg": 2}[kind]
+    if card.arch == "compact_star":  # centre probability + log ray lengths (ai.star)
+        channels = 1 + card.arch_params["rays"]
+    assert out.shape[-1] == channels

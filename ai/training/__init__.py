@@ -92,6 +92,8 @@ def train(kind: str, data_dir: Path | str, arch: str | None = None, epochs: int 
     from ai.architectures import DEFAULT_ARCH, DEFAULT_INPUT
 
     opts = TrainOptions(epochs=epochs, **options)
+    if arch is None and opts.init_from:  # a fine-tune continues its starting model's architecture
+        arch = ModelCard.load(Path(opts.init_from)).arch
     arch = arch or DEFAULT_ARCH[kind]
     if opts.init_from:
         _inherit_architecture(kind, arch, opts)

@@ -28,7 +28,11 @@ def train_command(
     data: Annotated[Path, typer.Option(help="Dataset folder from `marrowlink make-dataset`.")],
     out: Annotated[Path, typer.Option(help="Model folder to write (weights, model.json, curves).")],
     arch: Annotated[
-        str | None, typer.Option(help="compact (CPU default); paper: unet16 (seg), xception (cls).")
+        str | None,
+        typer.Option(
+            help="compact (CPU default), compact_star (seg: overlapping cells); paper: unet16 (seg), "
+            "xception (cls). With --init: the starting model's."
+        ),
     ] = None,
     epochs: Annotated[int, typer.Option()] = 10,
     batch_size: Annotated[int, typer.Option()] = 32,
