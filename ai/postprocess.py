@@ -53,13 +53,8 @@ def instances_from_maps(
         return np.zeros(mask.shape, np.int32)
     dist = cv2.distanceTransform(mask.astype(np.uint8), cv2.DIST_L2, 3)
     if centre is not None:
-        from skimage.feature import peak_local_max
-
         smooth = ndi.gaussian_filter(centre.astype(np.float32), 1.5)
-        components, _ = ndi.label(mask)
-        peaks = peak_local_max(
-            smooth, min_distance=seed_distance, threshold_abs=centre_threshold, labels=components, exclude_border=False
-        )
+        peaks = local_peaks(smooth, seed_distance, centre_threshold, mask)
         markers = np.zeros(mask.shape, np.int32)
         markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
         relief = -smooth - 0.01 * dist
@@ -80,15 +75,45 @@ def instances_from_maps(
 
 
 def _distance_peaks(dist: np.ndarray, mask: np.ndarray, min_area: float) -> np.ndarray:
-    from skimage.feature import peak_local_max
-
     radius = max(2, int(0.5 * np.sqrt(min_area / np.pi)))
     smooth = ndi.gaussian_filter(dist, 1.0)
-    components, _ = ndi.label(mask)
-    peaks = peak_local_max(smooth, min_distance=radius, labels=components, exclude_border=False)
+    peaks = local_peaks(smooth, radius, float(np.finfo(np.float32).tiny), mask)
     markers = np.zeros(mask.shape, np.int32)
     markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     return markers
+
+
+def local_peaks(image: np.ndarray, min_distance: int, threshold: float, mask: np.ndarray | None = None) -> np.ndarray:
+    """(n, 2) row/col of the local maxima of `image` (>= `threshold`, the largest value within
+    `min_distance` px, inside `mask`), one per flat top: a plateau (a saturated map) is one maximum, at
+    its pixel nearest its centre; of maxima closer than `min_distance`, the higher (then the first) stays.
+    skimage's `peak_local_max` returns every pixel of a plateau and then thins them pairwise, which took
+    minutes on the saturated maps of an untrained network."""
+    values = image if mask is None else np.where(mask, image, -np.inf)
+    top = ndi.maximum_filter(values, size=2 * min_distance + 1, mode="nearest")
+    candidates = (values >= top) & (values >= threshold)
+    if mask is not None:
+        candidates &= mask
+    plateaus, n = ndi.label(candidates, structure=np.ones((3, 3)))
+    if not n:
+        return np.zeros((0, 2), np.intp)
+    out = np.zeros((n, 2), np.intp)
+    for k, sl in enumerate(ndi.find_objects(plateaus)):
+        ys, xs = np.nonzero(plateaus[sl] == k + 1)
+        i = int(np.argmin((ys - ys.mean()) ** 2 + (xs - xs.mean()) ** 2))
+        out[k] = (sl[0].start + ys[i], sl[1].start + xs[i])
+    # equal maxima that do not touch (a ridge's two ends): keep the first of any within min_distance
+    from scipy.spatial import cKDTree
+
+    order = np.argsort(-values[out[:, 0], out[:, 1]], kind="stable")
+    out = out[order]
+    dropped = np.zeros(len(out), bool)
+    tree = cKDTree(out)
+    for i in range(len(out)):
+        if not dropped[i]:
+            near = tree.query_ball_point(out[i], r=min_distance)
+            dropped[[j for j in near if j > i]] = True
+    return out[~dropped]
 
 
 def filter_instances(labels: np.ndarray, min_area: float, max_area: float | None = None) -> np.ndarray:

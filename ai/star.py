@@ -168,10 +168,10 @@ def star_instances(
     (polygon x/y in working pixels, score) per cell, best first. Each local maximum of the centre
     map above `centre_threshold` proposes the polygon its rays describe; a proposal overlapping an already
     kept one by IoU > `nms_iou` is the same cell seen twice and dropped, so overlapping cells both stay."""
-    from skimage.feature import peak_local_max
+    from ai.postprocess import local_peaks
 
     centre = maps[..., 0].astype(np.float32)  # unsmoothed: smoothing flattens a small cell's peak on a large one
-    peaks = peak_local_max(centre, min_distance=seed_distance, threshold_abs=centre_threshold, exclude_border=False)
+    peaks = local_peaks(centre, seed_distance, centre_threshold)
     h, w = centre.shape
     scored = sorted(((float(centre[y, x]), int(y), int(x)) for y, x in peaks), reverse=True)
     kept: list[tuple[np.ndarray, float, tuple[int, int, np.ndarray]]] = []

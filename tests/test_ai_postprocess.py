@@ -63,3 +63,17 @@ def test_polygons_are_open_rings_scaled_to_fov_pixels():
     x0, y0 = poly.min(axis=0)
     x1, y1 = poly.max(axis=0)
     assert (x0, y0) == (41.5, 41.5) and (x1, y1) == (117.5, 77.5)  # pixel centres 10..29 -> FOV px
+
+
+def test_a_saturated_map_gives_one_seed_per_flat_top_and_fast():
+    """An untrained network's centre map can saturate to a flat 1.0 over whole regions: one seed each,
+    not seeds strewn over the plateau (skimage's peak_local_max took minutes thinning them to that)."""
+    from ai.postprocess import local_peaks
+
+    image = np.zeros((1200, 1600), np.float32)
+    image[100:900, 100:700] = 1.0
+    image[200:300, 1000:1500] = 1.0
+    peaks = local_peaks(image, 3, 0.5)
+    assert sorted(map(tuple, peaks.tolist())) == [(249, 1249), (499, 399)]
+    labels = instances_from_maps(image, image, min_area=10)
+    assert labels.max() == 2
