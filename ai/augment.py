@@ -92,6 +92,17 @@ def photometric(rng: np.random.Generator, image: np.ndarray, strength: float = 1
     return image
 
 
+def pad_to(crop: int, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pad a FOV smaller than the crop at its bottom/right: the image by reflection, its target with zeros
+    (poles, which index the top-left, need no move)."""
+    h, w = image.shape[:2]
+    if h >= crop and w >= crop:
+        return image, target
+    dy, dx = max(0, crop - h), max(0, crop - w)
+    image = cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101)
+    return image, cv2.copyMakeBorder(target, 0, dy, 0, dx, cv2.BORDER_CONSTANT, value=0)
+
+
 def segmentation_crop(
     rng: np.random.Generator, image: np.ndarray, target: np.ndarray, crop: int, augment: bool = True, hard: float = 0.0
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -104,12 +115,8 @@ def segmentation_crop(
     """
     if augment and rng.random() < 0.5:
         image, target = rescale(rng, image, target, jitter=0.15)
+    image, target = pad_to(crop, image, target)
     h, w = image.shape[:2]
-    if h < crop or w < crop:
-        dy, dx = max(0, crop - h), max(0, crop - w)
-        image = cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101)
-        target = cv2.copyMakeBorder(target, 0, dy, 0, dx, cv2.BORDER_CONSTANT, value=0)
-        h, w = image.shape[:2]
     y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
     if hard and target.ndim == 3 and target.shape[-1] > 2 and rng.random() < hard:
         ys, xs = np.nonzero(target[..., 2])
@@ -136,12 +143,8 @@ def star_crop(
     if augment and rng.random() < 0.5:
         f = scale_factor(rng, 0.15)
         image, centre = resize_by(f, image, centre)
+    image, centre = pad_to(crop, image, centre)
     h, w = image.shape[:2]
-    if h < crop or w < crop:
-        dy, dx = max(0, crop - h), max(0, crop - w)
-        image = cv2.copyMakeBorder(image, 0, dy, 0, dx, cv2.BORDER_REFLECT_101)
-        centre = cv2.copyMakeBorder(centre, 0, dy, 0, dx, cv2.BORDER_CONSTANT, value=0)
-        h, w = image.shape[:2]
     y, x = int(rng.integers(h - crop + 1)), int(rng.integers(w - crop + 1))
     image, centre = image[y : y + crop, x : x + crop], centre[y : y + crop, x : x + crop]
     k, flip = (int(rng.integers(4)), bool(rng.integers(2))) if augment else (0, False)
