@@ -64,7 +64,7 @@ def bench_pipeline(seg_arch: str, cls_arch: str, fovs: list[np.ndarray], pixel_s
     dt = time.perf_counter() - t
     n_cells = sum(len(d) for d in dets)
     return {
-        "seg_arch": seg_arch, "cls_arch": cls_arch, "weights": f"seg {seg_src}, cls {cls_src}",
+        "seg_arch": seg.card.arch, "cls_arch": cls.card.arch, "weights": f"seg {seg_src}, cls {cls_src}",
         "fovs": len(fovs), "cells": n_cells, "seconds": round(dt, 2), "fovs_per_s": round(len(fovs) / dt, 3),
         "seconds_per_50_fovs": round(50 * dt / len(fovs), 1),
     }  # fmt: skip
