@@ -24,7 +24,8 @@ MAX_RAY = 400.0  # px; longer than any cell at working scale
 
 
 def ray_directions(rays: int = RAYS) -> np.ndarray:
-    """(rays, 2) unit vectors (dy, dx), counter-clockwise from +x, as the network's ray channels."""
+    """(rays, 2) unit vectors (dy, dx) from +x towards +y (clockwise on screen, y down), as the network's ray
+    channels."""
     a = 2 * np.pi * np.arange(rays) / rays
     return np.stack([np.sin(a), np.cos(a)], axis=1)
 
