@@ -29,7 +29,7 @@ MIN_TRUE_AREA_UM2 = 15.0  # evaluable true cells (see ai.metrics)
 
 
 # A first grid (centre 0.3/0.5, seed distance 1/2 µm, NMS 0.4/0.6, min area 6/12 µm²) chose its edges
-# (0.3, 1 µm, 0.6, 6 µm²) on the session-6 model's validation seeds: this one extends past them.
+# (0.3, 1 µm, 0.6, 6 µm²) for the shipped star model on its validation seeds: this one extends past them.
 STAR_GRID = {"centre": (0.2, 0.3, 0.4), "seed_distance_um": (1.0,), "nms_iou": (0.5, 0.6, 0.7),
              "min_area_um2": (4.0, 6.0, 9.0)}  # fmt: skip
 
@@ -159,7 +159,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
     there is not visible). Where it has `outlines/` (each cell's whole outline), the counts against those
     outlines (`network_whole_outlines`: the same true cells, each compared with all of its outline, as a
     person draws it) and `strict_ceiling_true_outlines`: the true outlines themselves counted strictly,
-    the most a model that knew every outline but not which cell lies on top could score strictly.
+    what a model that knew every whole outline, but not which cell lies on top, scores strictly.
     Networks whose cells may overlap (`segmenter.overlapping`) are counted on each cell's own pixels.
     """
     import csv
