@@ -5,7 +5,9 @@ nothing can be installed there beyond a few wheels. The network here is a layer-
 `ai.architectures.seg.compact_unet` (same convolutions, batch norms with Keras' epsilon and momentum,
 half-pixel bilinear upsampling, the same concatenation order) and the loss is
 `ai.training.losses.segmentation_loss`; `to-keras` copies the trained arrays into the Keras model,
-which is what ships and runs. `check` proves the two give the same maps on the same weights.
+which is what ships and runs. `check` proves the two give the same maps on the same weights. With
+`--arch star` the same body carries the star-convex cell head of `compact_star` and learns
+`ai.training.losses.star_loss` on `ai.star` targets from each cell's whole outline (the shipped network).
 
 The training data is rendered on the GPU machine's CPUs by the virtual Metafer itself (the same FOV
 positions, JPEG quality, working scale and targets as `marrowlink make-dataset seg` + `ai.data.load_seg`),
@@ -13,7 +15,7 @@ while the GPU already trains on the slides that are ready; the loader is rebuilt
 Validation seeds are never trained on, so `ai.training.seg.reselect_thresholds` can choose thresholds
 on them afterwards.
 
-    python3 scripts/seg_torch.py train --out OUT --seeds 1000:1400 --val-seeds 1270:1300 --minutes 7
+    python3 scripts/seg_torch.py train --arch star --out OUT --seeds 1000:1450 --val-seeds 1270:1300 --minutes 8
     python3 scripts/seg_torch.py forward --weights OUT --input x.npy --output y.npy      # torch side
     python scripts/seg_torch.py check --weights OUT --input x.npy --torch-output y.npy  # Keras side
     python scripts/seg_torch.py to-keras --weights OUT --out ai/weights/seg
