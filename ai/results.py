@@ -60,15 +60,9 @@ class CellDetections:
     def masks(self) -> list[tuple[int, int, np.ndarray]]:
         """Each cell's pixels as (x0, y0, bool mask in its bounding box); unlike `label_image`, cells that
         overlap keep their shared pixels."""
-        import cv2
+        from ai.star import polygon_mask
 
-        out = []
-        for cell in self.cells:
-            x0, y0, x1, y1 = cell.bbox
-            m = np.zeros((y1 - y0 + 1, x1 - x0 + 1), np.uint8)
-            cv2.fillPoly(m, [np.round(cell.polygon - [x0, y0]).astype(np.int32).reshape(-1, 1, 2)], 1)
-            out.append((x0, y0, m.astype(bool)))
-        return out
+        return [polygon_mask(np.asarray(cell.polygon)) for cell in self.cells]
 
     def label_image(self) -> np.ndarray:
         """Rasterise the polygons into an instance-id image (1..n; later cells win overlaps)."""

@@ -238,6 +238,14 @@ def load_arrays(folder: Path) -> tuple[list[np.ndarray], dict]:
 # --- loss -------------------------------------------------------------------------------------
 
 
+def tversky(t, q, a: float):
+    """1 - Tversky index, false negatives weighted `a` (`ai.training.losses.tversky`)."""
+    tp = (t * q).sum()
+    fn = (t * (1 - q)).sum()
+    fp = ((1 - t) * q).sum()
+    return 1 - (tp + 1) / (tp + a * fn + (1 - a) * fp + 1)
+
+
 def segmentation_loss(logits, y):
     """`ai.training.losses.segmentation_loss` in torch (BCE from logits: the same value, stabler)."""
     import torch
@@ -247,13 +255,6 @@ def segmentation_loss(logits, y):
 
     logits = logits.float()
     p = torch.sigmoid(logits)
-
-    def tversky(t, q, a):
-        tp = (t * q).sum()
-        fn = (t * (1 - q)).sum()
-        fp = ((1 - t) * q).sum()
-        return 1 - (tp + 1) / (tp + a * fn + (1 - a) * fp + 1)
-
     bce = F.binary_cross_entropy_with_logits(logits, y, reduction="none")
     fg_t, c_t = y[:, 0], y[:, 1]
     fg = tversky(fg_t, p[:, 0], RECALL_WEIGHT / (1 + RECALL_WEIGHT)) + bce[:, 0].mean()
@@ -272,10 +273,8 @@ def star_loss(logits, y):
     logits = logits.float()
     c_t, weight = y[:, 0], y[:, 1]
     p = torch.sigmoid(logits[:, 0])
-    a = RECALL_WEIGHT / (1 + RECALL_WEIGHT)
-    tp = (c_t * p).sum()
-    tv = 1 - (tp + 1) / (tp + a * (c_t * (1 - p)).sum() + (1 - a) * ((1 - c_t) * p).sum() + 1)
-    centre = tv + F.binary_cross_entropy_with_logits(logits[:, 0], c_t)
+    recall_first = RECALL_WEIGHT / (1 + RECALL_WEIGHT)
+    centre = tversky(c_t, p, recall_first) + F.binary_cross_entropy_with_logits(logits[:, 0], c_t)
     ray_error = (logits[:, 1:] - y[:, 2:]).abs().mean(dim=1)
     return centre + RAY_WEIGHT * (weight * ray_error).sum() / (weight.sum() + 1e-6)
 

@@ -33,10 +33,10 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     steps = opts.steps_per_epoch or max(1, 4 * len(train_idx) // opts.batch_size)
     crops = StarCrops if star else SegmentationCrops
     seq = crops([data.images[i] for i in train_idx], [data.targets[i] for i in train_idx],
-                            opts.batch_size, steps, opts.input_size, seed=opts.seed)  # fmt: skip
+                opts.batch_size, steps, opts.input_size, seed=opts.seed)  # fmt: skip
     val = crops([data.images[i] for i in val_idx], [data.targets[i] for i in val_idx],
-                            opts.batch_size, max(1, len(val_idx) // max(1, opts.batch_size // 2)),
-                            opts.input_size, seed=opts.seed + 1, augment_images=False)  # fmt: skip
+                opts.batch_size, max(1, len(val_idx) // max(1, opts.batch_size // 2)),
+                opts.input_size, seed=opts.seed + 1, augment_images=False)  # fmt: skip
     val_fixed = [val[i] for i in range(len(val))]  # the same validation crops every epoch
     val_x = np.concatenate([v[0] for v in val_fixed])
     val_y = np.concatenate([v[1] for v in val_fixed])
@@ -75,18 +75,15 @@ def choose_thresholds(segmenter, data_dir: Path, images: list[np.ndarray], files
         distractors.append(read_ids(path) if path.exists() else None)
     source_px = float(card.training.get("source_pixel_size_um", 0.086))
     shapes = [t.shape for t in truth]
+    rule = "max F-beta (beta^2=5) on validation FOVs"
     if segmenter.overlapping:
         outlines = [read_outlines(data_dir / "outlines" / f.replace(".png", ".npz")) for f in files]
         chosen, metrics = select_star_thresholds(segmenter, maps, shapes, source_px, truth, distractors, outlines)
-        card.thresholds.update(chosen)
-        card.metrics = {
-            "validation": metrics,
-            "threshold_rule": "max F-beta (beta^2=5) on validation FOVs, truth = whole cell outlines",
-        }
-        return
-    chosen, metrics = select_seg_thresholds(segmenter, maps, shapes, source_px, truth, distractors)
+        rule += ", truth = whole cell outlines"
+    else:
+        chosen, metrics = select_seg_thresholds(segmenter, maps, shapes, source_px, truth, distractors)
     card.thresholds.update(chosen)
-    card.metrics = {"validation": metrics, "threshold_rule": "max F-beta (beta^2=5) on validation FOVs"}
+    card.metrics = {"validation": metrics, "threshold_rule": rule}
 
 
 def reselect_thresholds(model_dir: Path | str, data_dir: Path | str, val_fraction: float = 0.1) -> ModelCard:
