@@ -181,7 +181,7 @@ def load_seg(data_dir: Path, scale: float, star: bool = False) -> SegmentationSe
     if star and files and not (data_dir / "outlines").is_dir():
         raise FileNotFoundError(
             f"{data_dir}/outlines is missing: star networks learn whole cell outlines, which "
-            "`marrowlink make-dataset seg` writes since generator 1.2 (make the dataset again)"
+            "`marrowlink make-dataset seg` writes since 2026-11-26 (make the dataset again)"
         )
 
     def load(name: str) -> tuple[np.ndarray, object]:

@@ -98,7 +98,8 @@ def train(kind: str, data_dir: Path | str, arch: str | None = None, epochs: int 
     if opts.init_from:
         _inherit_architecture(kind, arch, opts)
     if (kind, arch) not in DEFAULT_INPUT:
-        raise ValueError(f"unknown architecture {arch!r} for {kind!r}")
+        known = ", ".join(a for k, a in DEFAULT_INPUT if k == kind)
+        raise ValueError(f"unknown architecture {arch!r} for {kind!r}; known: {known}")
     opts.input_size = opts.input_size or DEFAULT_INPUT[(kind, arch)]
     if opts.verbose is None:
         opts.verbose = 1 if os.isatty(1) else 2
