@@ -19,10 +19,24 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 POSTGRES_ADMIN_URL = os.environ.get("MARROWLINK_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nobody listens on now and that this test run has not handed out before.
+
+    The kernel may give the same ephemeral port to two binds in a row once the first
+    socket is closed, so a server started with ``free_port(), free_port()`` could be
+    told to listen twice on one port (CI saw DICOM and MLLP both on 49283). Remembering
+    what was handed out rules that out within the run.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @pytest.fixture
