@@ -93,7 +93,14 @@ register_all(app)
 
 
 def main() -> None:
-    app()
+    from pydantic import ValidationError
+
+    try:
+        app()
+    except ValidationError as exc:  # settings from flags, environment or MARROWLINK_CONFIG
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
+        typer.echo(f"marrowlink: bad settings: {problems}", err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

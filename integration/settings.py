@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import AliasChoices, BaseModel, Field
+from pydantic import AliasChoices, BaseModel, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,6 +126,17 @@ class Settings(BaseSettings):
                 raise FileNotFoundError(f"MARROWLINK_CONFIG points to {toml_path!r}, which is not a file")
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=toml_path))
         return tuple(sources)
+
+    @model_validator(mode="after")
+    def _listeners_on_distinct_ports(self) -> Settings:
+        """Two listeners told to share a port would fail at bind time, after part of the service started."""
+        ports = {"http_port": self.http_port, "dicom_port": self.dicom_port, "mllp_port": self.mllp_port}
+        seen: dict[int, str] = {}
+        for name, number in ports.items():
+            if number in seen:
+                raise ValueError(f"{seen[number]} and {name} are both {number}: each listener needs a port of its own")
+            seen[number] = name
+        return self
 
     @property
     def effective_database_url(self) -> str:

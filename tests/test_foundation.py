@@ -37,6 +37,21 @@ def test_missing_config_file_is_a_clear_error(tmp_path: Path, monkeypatch) -> No
         raise AssertionError("a missing config file must be an error")
 
 
+def test_two_listeners_on_one_port_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    """serve must say which settings clash, not die half-started with EADDRINUSE."""
+    marrowlink = str(Path(sys.executable).parent / "marrowlink")
+    run = subprocess.run(
+        [marrowlink, "serve", "--data", str(tmp_path), "--dicom-port", "12575", "--mllp-port", "12575"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 2
+    assert "dicom_port and mllp_port are both 12575" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert not (tmp_path / "index.sqlite3").exists()
+
+
 def test_migrations_are_idempotent(index_url: str) -> None:
     engine = open_index(index_url)
     tables = set(inspect(engine).get_table_names())
