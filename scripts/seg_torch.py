@@ -19,6 +19,7 @@ on them afterwards.
     python3 scripts/seg_torch.py forward --weights OUT --input x.npy --output y.npy      # torch side
     python scripts/seg_torch.py check --weights OUT --input x.npy --torch-output y.npy  # Keras side
     python scripts/seg_torch.py to-keras --weights OUT --out ai/weights/seg
+    python scripts/seg_torch.py from-keras --model ai/weights/seg --out INIT   # then train --init INIT
 
 Research use only, not for clinical diagnosis.
 """
@@ -265,16 +266,13 @@ def segmentation_loss(logits, y):
 
 def star_loss(logits, y):
     """`ai.training.losses.star_loss` in torch (BCE from the centre logit)."""
-    import torch
     from torch.nn import functional as F
 
-    from ai.training.losses import RAY_WEIGHT, RECALL_WEIGHT
+    from ai.training.losses import RAY_WEIGHT
 
     logits = logits.float()
     c_t, weight = y[:, 0], y[:, 1]
-    p = torch.sigmoid(logits[:, 0])
-    recall_first = RECALL_WEIGHT / (1 + RECALL_WEIGHT)
-    centre = tversky(c_t, p, recall_first) + F.binary_cross_entropy_with_logits(logits[:, 0], c_t)
+    centre = F.binary_cross_entropy_with_logits(logits[:, 0], c_t)
     ray_error = (logits[:, 1:] - y[:, 2:]).abs().mean(dim=1)
     return centre + RAY_WEIGHT * (weight * ray_error).sum() / (weight.sum() + 1e-6)
 
@@ -493,6 +491,26 @@ def keras_model(folder: Path):
     return model, meta
 
 
+def from_keras(args: argparse.Namespace) -> None:
+    """Arrays of a shipped Keras model folder, for `train --init` (a fine-tune of the shipped network)."""
+    import tf_keras as keras
+
+    from ai.models import load_model
+
+    model, card = load_model(Path(args.model), "seg")
+    if card.arch not in ("compact", "compact_star"):
+        raise SystemExit(f"{args.model}: a {card.arch} network; only compact and compact_star have a torch replica")
+    kinds = keras.layers.Conv2D | keras.layers.BatchNormalization
+    arrays = [w for layer in model.layers if isinstance(layer, kinds) for w in layer.get_weights()]
+    star = card.arch == "compact_star"
+    params = card.arch_params
+    meta = {"arch": "star" if star else "unet", "rays": params.get("rays") if star else None,
+            "width": params.get("width", 32), "depth": params.get("depth", 4), "from_keras": str(args.model),
+            "weights_sha256": card.weights_sha256}  # fmt: skip
+    save_arrays(Path(args.out), arrays, meta)
+    print(f"wrote {len(arrays)} arrays to {args.out}")
+
+
 def check(args: argparse.Namespace) -> None:
     model, _ = keras_model(Path(args.weights))
     x = np.load(args.input).astype(np.float32)
@@ -536,7 +554,7 @@ def to_keras(args: argparse.Namespace) -> None:
         "compact", {"width": meta["width"]})  # fmt: skip
     thresholds = {"centre": 0.5, "seed_distance_um": 1.0, "nms_iou": 0.5, "min_area_um2": 12.0, "tile": 512}
     if star:
-        training["loss"] = "centre: recall-weighted Tversky + BCE; rays: L1 of log lengths on pole discs"
+        training["loss"] = "centre: BCE against the soft ramp; rays: L1 of log lengths on pole discs"
         training["framework"] = training["framework"].replace("compact_unet", "compact_star")
         if not meta.get("init"):
             training["weights_init"] += "; ray-length biases at 3, e^3 = 20 px"
@@ -587,6 +605,7 @@ def main() -> None:
         "forward": ("weights", "input", "output"),
         "check": ("weights", "input", "torch-output"),
         "to-keras": ("weights", "out"),
+        "from-keras": ("model", "out"),
     }
     for name, options in required.items():
         sp = sub.add_parser(name)
@@ -595,7 +614,9 @@ def main() -> None:
         if name == "to-keras":
             sp.add_argument("--card-from", default="ai/weights/seg")
     args = p.parse_args()
-    {"train": train, "forward": forward, "check": check, "to-keras": to_keras, "pack": pack}[args.cmd](args)
+    {"train": train, "forward": forward, "check": check, "to-keras": to_keras, "from-keras": from_keras, "pack": pack}[
+        args.cmd
+    ](args)
 
 
 if __name__ == "__main__":

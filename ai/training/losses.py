@@ -60,14 +60,20 @@ RAY_WEIGHT = 1.0  # log ray-length L1 against the centre terms (0.1 = a tenth of
 
 
 def star_loss(y_true, y_pred):
-    """Star-convex cells (`ai.star`): centre map by recall-weighted Tversky + BCE, and the L1 error of the
-    log ray lengths on the pole discs (target channel 1 is their weight, channels 2.. the lengths)."""
+    """Star-convex cells (`ai.star`): the centre map by BCE against its soft ramp, and the L1 error of the
+    log ray lengths on the pole discs (target channel 1 is their weight, channels 2.. the lengths).
+
+    Only BCE for the centre: its optimum is the ramp itself, so each cell keeps its own peak. A
+    recall-weighted Tversky term (used up to the 2026-11-26 model) is lowest at 1 wherever the ramp
+    exceeds 1/6 (false negatives cost 5/6 · t, false positives 1/6 · (1 - t)): it flattened the map into
+    plateaus over each cell's inner half, and a cell lying mostly on another lost its own maximum.
+    Recall comes first where it can be traded: in the thresholds chosen by F-beta."""
     import tensorflow as tf
 
     y_true = tf.cast(y_true, y_pred.dtype)
     c_t, c_p = y_true[..., 0], y_pred[..., 0]
     weight = y_true[..., 1]
-    centre = tversky(c_t, c_p) + tf.reduce_mean(tf.keras.backend.binary_crossentropy(c_t, c_p))
+    centre = tf.reduce_mean(tf.keras.backend.binary_crossentropy(c_t, c_p))
     ray_error = tf.reduce_mean(tf.abs(y_pred[..., 1:] - y_true[..., 2:]), axis=-1)
     rays = tf.reduce_sum(weight * ray_error) / (tf.reduce_sum(weight) + 1e-6)
     return centre + RAY_WEIGHT * rays
