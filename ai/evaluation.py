@@ -52,18 +52,47 @@ def evaluate_detections(
     return total
 
 
-def select_star_thresholds(segmenter, maps: Sequence[np.ndarray], fov_shapes, pixel_size_um: float,
-                           true_masks, distractors, outlines) -> tuple[dict[str, float], dict]:  # fmt: skip
+def select_star_thresholds(
+    segmenter,
+    maps: Sequence[np.ndarray],
+    fov_shapes,
+    pixel_size_um: float,
+    true_masks,
+    distractors,
+    outlines,
+    grid: dict | None = None,
+) -> tuple[dict[str, float], dict]:
     """`select_seg_thresholds` for star-convex cell networks (`ai.star`): centre threshold, seed distance,
-    NMS overlap and minimum area by F-beta against the cells' whole outlines, which these networks predict."""
+    NMS overlap and minimum area by F-beta against the cells' whole outlines, which these networks predict.
+
+    Counts exactly what `evaluate_detections` counts for `segmenter.star_cells` at each grid point, but
+    proposes the cells and measures their overlaps with the truth once per FOV and seed distance (at the
+    lowest centre threshold: `ai.star.star_proposals`); each grid point then only picks proposals."""
+    from ai.metrics import overlap_tables
+    from ai.star import keep_cells, proposal_overlaps, star_proposals
+
+    grid = grid or STAR_GRID
+    min_true = MIN_TRUE_AREA_UM2 / pixel_size_um**2
     best: tuple[float, dict[str, float], dict] | None = None
-    for values in itertools.product(*STAR_GRID.values()):
-        chosen = dict(zip(STAR_GRID, values, strict=True))
-        dets = [segmenter.star_cells(m, s, pixel_size_um, **chosen) for m, s in zip(maps, fov_shapes, strict=True)]
-        counts = evaluate_detections(dets, true_masks, distractors, outlines)
-        score = f_beta(counts.precision, counts.sensitivity)
-        if best is None or score > best[0]:
-            best = (score, chosen, counts.summary())
+    for seed_distance in grid["seed_distance_um"]:
+        base = segmenter.star_parameters(seed_distance_um=seed_distance, centre=min(grid["centre"]))
+        fovs = []
+        for k, m in enumerate(maps):
+            proposals = star_proposals(m, base["centre_threshold"], base["seed_distance"])
+            masks = segmenter.star_detections(proposals, fov_shapes[k], pixel_size_um).masks()
+            tables = overlap_tables(outlines[k], masks, distractors[k], min_true_area=min_true, visible=true_masks[k])
+            fovs.append((proposals, proposal_overlaps(proposals), tables))
+        for centre, nms_iou, min_area in itertools.product(grid["centre"], grid["nms_iou"], grid["min_area_um2"]):
+            chosen = {"centre": centre, "seed_distance_um": seed_distance, "nms_iou": nms_iou, "min_area_um2": min_area}
+            p = segmenter.star_parameters(**chosen)
+            counts = DetectionCounts()
+            for proposals, overlaps, tables in fovs:
+                above = sum(1 for _, score, _ in proposals if score >= p["centre_threshold"])  # best first
+                kept = keep_cells(proposals[:above], p["nms_iou"], p["min_area"], p["max_area"], overlaps)
+                counts = counts + tables.counts(kept)
+            score = f_beta(counts.precision, counts.sensitivity)
+            if best is None or score > best[0]:
+                best = (score, chosen, counts.summary())
     assert best is not None
     return best[1], best[2]
 

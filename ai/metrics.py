@@ -218,6 +218,51 @@ def found_cells(truth: np.ndarray, preds: Sequence[Mask], iou: float = 0.5) -> s
     return {int(r) + 1 for r, _ in match_instances(_iou(inter, area_t, area_p), iou)}
 
 
+@dataclass
+class OverlapTables:
+    """One FOV's IoUs between true cells, distractors and a set of predicted cells, from which the counts
+    of any subset of those predictions follow without touching the images again (threshold selection
+    counts the same proposals at many thresholds)."""
+
+    ious: np.ndarray  # (true cells, predictions)
+    small: np.ndarray  # (true cells,) visible area below the evaluable minimum
+    area_p: np.ndarray  # (predictions,)
+    inter_d: np.ndarray | None = None  # (distractors, predictions); None: no distractor truth
+    area_d: np.ndarray | None = None
+
+    def counts(self, columns: Sequence[int] | None = None, iou: float = 0.5) -> DetectionCounts:
+        """Counts of the predictions in `columns` (all when None), as `overlapping_counts` gives them."""
+        cols = np.arange(len(self.area_p)) if columns is None else np.asarray(columns, np.intp)
+        counts, pairs = _count(self.ious[:, cols], self.small, len(cols), iou)
+        if self.inter_d is not None and self.area_d is not None:
+            _count_distractors(counts, pairs, self.inter_d[:, cols], self.area_d, self.area_p[cols], iou)
+        return counts
+
+
+def overlap_tables(
+    truth: np.ndarray,
+    preds: Sequence[Mask],
+    distractors: np.ndarray | None = None,
+    min_true_area: float = 0.0,
+    visible: np.ndarray | None = None,
+) -> OverlapTables:
+    """The tables behind `overlapping_counts` (same arguments)."""
+    inter, area_t = stack_intersections(truth, preds)
+    keep = area_t > 0  # ids absent from this truth (none, for a consistent dataset)
+    inter, area_t = inter[keep], area_t[keep]
+    area_p = np.array([int(m.sum()) for _, _, m in preds], np.int64)
+    if visible is not None:
+        seen = np.bincount(visible.ravel().astype(np.int64), minlength=len(keep) + 1)[1 : len(keep) + 1][keep]
+    else:
+        seen = area_t
+    tables = OverlapTables(ious=_iou(inter, area_t, area_p), small=seen < min_true_area, area_p=area_p)
+    if distractors is not None:
+        inter_d, area_d = stack_intersections(distractors, preds)
+        present = area_d > 0
+        tables.inter_d, tables.area_d = inter_d[present], area_d[present]
+    return tables
+
+
 def overlapping_counts(
     truth: np.ndarray,
     preds: Sequence[Mask],
@@ -230,21 +275,7 @@ def overlapping_counts(
     truth is an instance-id image or a (L, h, w) stack of outline layers (each cell's whole outline, ids
     as in the instance image). With `visible` (the instance-id image) the slivers are decided on each
     cell's visible area, as in `detection_counts`, so both truths count the same cells."""
-    inter, area_t = stack_intersections(truth, preds)
-    keep = area_t > 0  # ids absent from this truth (none, for a consistent dataset)
-    inter, area_t = inter[keep], area_t[keep]
-    area_p = np.array([int(m.sum()) for _, _, m in preds], np.int64)
-    ious = _iou(inter, area_t, area_p)
-    if visible is not None:
-        seen = np.bincount(visible.ravel().astype(np.int64), minlength=len(keep) + 1)[1 : len(keep) + 1][keep]
-    else:
-        seen = area_t
-    counts, pairs = _count(ious, seen < min_true_area, len(preds), iou)
-    if distractors is not None:
-        inter_d, area_d = stack_intersections(distractors, preds)
-        present = area_d > 0
-        _count_distractors(counts, pairs, inter_d[present], area_d[present], area_p, iou)
-    return counts
+    return overlap_tables(truth, preds, distractors, min_true_area, visible).counts(iou=iou)
 
 
 def _iou_outside(true_labels, pred_labels, ambiguous, ids_t, ids_p, strict: np.ndarray) -> np.ndarray:

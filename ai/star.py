@@ -22,6 +22,8 @@ RAYS = 32
 POLE_RADIUS = 2  # px around each centre where the rays are supervised (exact per pixel)
 MAX_RAY = 400.0  # px; longer than any cell at working scale
 
+Proposal = tuple[np.ndarray, float, tuple[int, int, np.ndarray]]  # polygon x/y, score, (x0, y0, pixels)
+
 
 def ray_directions(rays: int = RAYS) -> np.ndarray:
     """(rays, 2) unit vectors (dy, dx) from +x towards +y (clockwise on screen, y down), as the network's ray
@@ -157,6 +159,64 @@ def mask_iou(a: tuple[int, int, np.ndarray], b: tuple[int, int, np.ndarray]) -> 
     return inter / union if union else 0.0
 
 
+def star_proposals(maps: np.ndarray, centre_threshold: float, seed_distance: int) -> list[Proposal]:
+    """Every cell the maps propose, best first: (polygon x/y in working pixels, score, its pixels), one per
+    local maximum of the centre map at or above `centre_threshold`. A higher threshold proposes exactly the
+    proposals above it (a local maximum does not depend on the threshold, and `local_peaks` thins close
+    maxima in falling order), so threshold selection proposes once at the lowest threshold."""
+    from ai.postprocess import local_peaks
+
+    centre = maps[..., 0].astype(np.float32)  # unsmoothed: smoothing flattens a small cell's peak on a large one
+    peaks = local_peaks(centre, seed_distance, centre_threshold)
+    h, w = centre.shape
+    out: list[Proposal] = []
+    for score, y, x in sorted(((float(centre[y, x]), int(y), int(x)) for y, x in peaks), reverse=True):
+        poly = star_polygon(y, x, maps[y, x, 1:])
+        poly[:, 0] = np.clip(poly[:, 0], 0, w - 1)
+        poly[:, 1] = np.clip(poly[:, 1], 0, h - 1)
+        out.append((poly, score, polygon_mask(poly)))
+    return out
+
+
+def keep_cells(
+    proposals: list[Proposal],
+    nms_iou: float,
+    min_area: float,
+    max_area: float | None = None,
+    overlaps: dict[tuple[int, int], float] | None = None,
+) -> list[int]:
+    """Indices of the proposals (best first) kept as cells: those within [min_area, max_area] pixels that
+    overlap no better proposal already kept by IoU > `nms_iou` (the same cell seen twice), so that
+    overlapping cells both stay. `overlaps` ({(i, j): IoU} for i < j, pairs absent are 0) spares recomputing
+    the IoUs when the same proposals are kept at many thresholds."""
+    kept: list[int] = []
+    for j, (_, _, pix) in enumerate(proposals):
+        area = int(pix[2].sum())
+        if area < min_area or (max_area is not None and area > max_area):
+            continue
+        if overlaps is None:
+            clash = any(mask_iou(pix, proposals[i][2]) > nms_iou for i in kept)
+        else:
+            clash = any(overlaps.get((i, j), 0.0) > nms_iou for i in kept)
+        if not clash:
+            kept.append(j)
+    return kept
+
+
+def proposal_overlaps(proposals: list[Proposal]) -> dict[tuple[int, int], float]:
+    """{(i, j): IoU} of the proposals whose bounding boxes meet, i < j."""
+    boxes = np.array([(x0, y0, x0 + m.shape[1], y0 + m.shape[0]) for _, _, (x0, y0, m) in proposals]).reshape(-1, 4)
+    out: dict[tuple[int, int], float] = {}
+    for j in range(len(proposals)):
+        meet = (boxes[:j, 0] < boxes[j, 2]) & (boxes[j, 0] < boxes[:j, 2])
+        meet &= (boxes[:j, 1] < boxes[j, 3]) & (boxes[j, 1] < boxes[:j, 3])
+        for i in np.flatnonzero(meet):
+            iou = mask_iou(proposals[int(i)][2], proposals[j][2])
+            if iou > 0:
+                out[(int(i), j)] = iou
+    return out
+
+
 def star_instances(
     maps: np.ndarray,
     centre_threshold: float = 0.5,
@@ -166,25 +226,6 @@ def star_instances(
     max_area: float | None = None,
 ) -> list[tuple[np.ndarray, float]]:
     """Cells from one FOV's (h, w, 1 + rays) maps (centre probability, log ray lengths):
-    (polygon x/y in working pixels, score) per cell, best first. Each local maximum of the centre
-    map above `centre_threshold` proposes the polygon its rays describe; a proposal overlapping an already
-    kept one by IoU > `nms_iou` is the same cell seen twice and dropped, so overlapping cells both stay."""
-    from ai.postprocess import local_peaks
-
-    centre = maps[..., 0].astype(np.float32)  # unsmoothed: smoothing flattens a small cell's peak on a large one
-    peaks = local_peaks(centre, seed_distance, centre_threshold)
-    h, w = centre.shape
-    scored = sorted(((float(centre[y, x]), int(y), int(x)) for y, x in peaks), reverse=True)
-    kept: list[tuple[np.ndarray, float, tuple[int, int, np.ndarray]]] = []
-    for score, y, x in scored:
-        poly = star_polygon(y, x, maps[y, x, 1:])
-        poly[:, 0] = np.clip(poly[:, 0], 0, w - 1)
-        poly[:, 1] = np.clip(poly[:, 1], 0, h - 1)
-        pix = polygon_mask(poly)
-        area = int(pix[2].sum())
-        if area < min_area or (max_area is not None and area > max_area):
-            continue
-        if any(mask_iou(pix, k[2]) > nms_iou for k in kept):
-            continue
-        kept.append((poly, score, pix))
-    return [(p, s) for p, s, _ in kept]
+    (polygon x/y in working pixels, score) per cell, best first (`star_proposals`, then `keep_cells`)."""
+    proposals = star_proposals(maps, centre_threshold, seed_distance)
+    return [proposals[i][:2] for i in keep_cells(proposals, nms_iou, min_area, max_area)]

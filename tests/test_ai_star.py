@@ -3,6 +3,8 @@ and counting cells that overlap against visible and whole-outline truth."""
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -129,3 +131,60 @@ def test_distractors_count_against_overlapping_predictions():
     assert (on_red.distractors, on_red.distractors_reported, on_red.found) == (1, 1, 1)
     clean = overlapping_counts(truth, [(0, 0, cell)], distractors)
     assert clean.distractors_reported == 0 and clean.specificity == 1.0
+
+
+def _noisy_fov(rng: np.random.Generator, scale: int = 2):
+    """A field of overlapping ellipses at full resolution (truth, outline layers, red-cell distractors) and
+    imperfect star maps at 1/`scale` (noisy centre peaks, noisy rays), so that thresholds change the cells."""
+    h, w = 200, 240
+    cells = [
+        _ellipse((h, w), (int(rng.integers(20, w - 20)), int(rng.integers(20, h - 20))),
+                 (int(rng.integers(8, 20)), int(rng.integers(8, 20))), float(rng.uniform(0, 180)))
+        for _ in range(14)
+    ]  # fmt: skip
+    layers = _layers((h, w), cells)
+    visible = np.zeros((h, w), np.int32)
+    for k, m in enumerate(cells, start=1):
+        visible[m] = k  # later cells on top
+    reds = np.zeros((h, w), np.int32)
+    for k in range(1, 6):
+        red = _ellipse((h, w), (int(rng.integers(10, w - 10)), int(rng.integers(10, h - 10))), (10, 10))
+        reds[red & (visible == 0)] = k
+    small = np.stack([cv2.resize(la, (w // scale, h // scale), interpolation=cv2.INTER_NEAREST) for la in layers])
+    centre, poles = star_targets(small)
+    centre = np.clip(centre + cv2.GaussianBlur(rng.normal(0, 1.2, centre.shape).astype(np.float32), (0, 0), 1.5), 0, 1)
+    rays = pole_maps(poles, centre.shape)[..., 1:]
+    rays = cv2.dilate(rays, np.ones((5, 5), np.uint8)) + rng.normal(0, 0.15, rays.shape).astype(np.float32)
+    rays[rays.sum(-1) == 0] = 2.0
+    return np.concatenate([centre[..., None], rays], -1).astype(np.float32), (h, w), visible, reds, layers
+
+
+def test_threshold_selection_counts_what_evaluation_counts():
+    """The fast selection (proposals and overlaps once per FOV) must score every grid point exactly as
+    evaluating `star_cells` at those thresholds does, and pick the best of them."""
+    from ai.evaluation import STAR_GRID, evaluate_detections, select_star_thresholds
+    from ai.inference import CellSegmenter
+    from ai.metrics import f_beta
+    from ai.models import ModelCard
+
+    card = ModelCard(kind="seg", arch="compact_star", classes=["cell"], input_size=64, pixel_size_um=0.5)
+    segmenter = CellSegmenter(model=None, card=card)
+    rng = np.random.default_rng(3)
+    fovs = [_noisy_fov(rng) for _ in range(3)]
+    maps, shapes, truth, dis, outlines = (list(x) for x in zip(*fovs, strict=True))
+    grid = {**STAR_GRID, "seed_distance_um": (1.0, 2.0), "min_area_um2": (4.0, 20.0, 60.0)}
+    chosen, summary = select_star_thresholds(segmenter, maps, shapes, 0.25, truth, dis, outlines, grid=grid)
+    scores = {}
+    for values in itertools.product(*grid.values()):
+        point = dict(zip(grid, values, strict=True))
+        dets = [segmenter.star_cells(m, s, 0.25, **point) for m, s in zip(maps, shapes, strict=True)]
+        counts = evaluate_detections(dets, truth, dis, outlines)
+        scores[values] = (f_beta(counts.precision, counts.sensitivity), counts.summary())
+        alone = {k: (v,) for k, v in point.items()}
+        assert select_star_thresholds(segmenter, maps, shapes, 0.25, truth, dis, outlines, grid=alone) == (
+            point,
+            counts.summary(),
+        )
+    assert len({s for s, _ in scores.values()}) > 3  # the thresholds matter in this field
+    best = max(s for s, _ in scores.values())
+    np.testing.assert_equal(scores[tuple(chosen[k] for k in grid)], (best, summary))
