@@ -614,9 +614,9 @@ def main() -> None:
         if name == "to-keras":
             sp.add_argument("--card-from", default="ai/weights/seg")
     args = p.parse_args()
-    {"train": train, "forward": forward, "check": check, "to-keras": to_keras, "from-keras": from_keras, "pack": pack}[
-        args.cmd
-    ](args)
+    commands = {"train": train, "forward": forward, "check": check, "to-keras": to_keras, "from-keras": from_keras}
+    commands["pack"] = pack
+    commands[args.cmd](args)
 
 
 if __name__ == "__main__":
