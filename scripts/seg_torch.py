@@ -409,7 +409,7 @@ def train(args: argparse.Namespace) -> None:
                     "width": args.width, "depth": args.depth, "step": step, "val_loss": v,
                     "train_seeds": args.seeds, "val_seeds": args.val_seeds, "batch": args.batch,
                     "crop": args.crop, "lr": args.lr, "history": history, "init": args.init,
-                    "hard": args.hard, "data": args.data,
+                    "hard": args.hard, "data": args.data, "val_every": args.val_every,
                     "device": torch.cuda.get_device_name() if dev.type == "cuda" else "cpu"}  # fmt: skip
             save_arrays(out / "best", keras_order_arrays(model), meta)
         say(f"step {step} lr {lr_at(frac, step):.2e} loss {history['loss'][-1]:.4f} val {v:.4f}{mark}")
@@ -534,6 +534,7 @@ def to_keras(args: argparse.Namespace) -> None:
     whole = Path(args.weights).parent / "history.json"  # the whole run; meta holds it up to the best step
     history = json.loads(whole.read_text()) if whole.exists() else meta["history"]
     training = {k: base.training[k] for k in kept if k in base.training}
+    every = meta.get("val_every", 250)  # runs before 2026-11-26 validated every 250 steps and did not say
     training.update({
         "framework": "PyTorch replica of compact_unet (scripts/seg_torch.py), arrays copied into Keras",
         "device": meta.get("device"),
@@ -541,7 +542,7 @@ def to_keras(args: argparse.Namespace) -> None:
                     f"{meta['val_seeds']}, 4 FOVs each at make-dataset seg's positions (30 % random), JPEG q90, "
                     "1/4 scale",
         "seeds": meta["train_seeds"], "validation_seeds": meta["val_seeds"],
-        "validation": "2 fixed unaugmented crops per FOV of the validation seeds, every 250 steps",
+        "validation": f"2 fixed unaugmented crops per FOV of the validation seeds, every {every} steps",
         "best_step": meta["step"], "steps_run": history["step"][-1],
         "batch_size": meta["batch"], "input_size": meta["crop"],
         "learning_rate": f"{meta['lr']} (Adam), cosine decay over the time budget after a linear warm-up",
@@ -565,7 +566,7 @@ def to_keras(args: argparse.Namespace) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "history.json").write_text(json.dumps(history))
     curve = {"loss": history["loss"], "val_loss": history["val_loss"]}
-    training_curve(curve, out / "training_curve.png", title=f"seg/{arch} width {meta['width']}, per 250 steps")
+    training_curve(curve, out / "training_curve.png", title=f"seg/{arch} width {meta['width']}, per {every} steps")
     save_model(model, card, out)
     print(f"wrote {out}")
 

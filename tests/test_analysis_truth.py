@@ -1,12 +1,12 @@
 """The SR's differential against the simulator's ground truth, with the shipped models.
 
 The tolerance is the evaluation error of the shipped models (docs/ai.md, `marrowlink evaluate` on
-held-out seeds): the classifier's per-class recall is about 0.93 (median), with plasma cells and
-atypical plasma cells the closest pair, so a class's share moves by up to ~9 percentage points on a
-slide of ~300 cells (measured on four profiles: worst 8.4, for APC in myeloma); we allow 10. The
-segmenter finds 82–90 % of the true cells on these slides (the truth also counts slivers cut by the FOV
-edge), so the total must be within 20 %. Every critical form with at least 3 true cells must be flagged.
-These bounds are the models' present accuracy, not a goal: tighten them as the models improve.
+held-out seeds), measured with them on five profiles (seeds 9101-9105: apl, aml, normal, myeloma,
+lymphoma; 2026-11-26): a class's share was off by at most 7.0 percentage points (LYM in lymphoma;
+3.9 and 4.0 on the two slides here), so we allow 8. The segmenter found 88-94 % as many cells as the
+truth holds (the truth also counts slivers cut by the FOV edge and cells hidden under others), so the
+total must be within 15 %. Every critical form with at least 3 true cells must be flagged. These
+bounds are the models' present accuracy, not a goal: tighten them as the models improve.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from integration.database import open_index
 from integration.scans import import_scan
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
-PERCENT_TOLERANCE = 10.0
-TOTAL_TOLERANCE = 0.20
+PERCENT_TOLERANCE = 8.0
+TOTAL_TOLERANCE = 0.15
 EXCLUDED = {"KSC", "NIF"}
 
 pytestmark = pytest.mark.slow
