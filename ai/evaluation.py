@@ -201,7 +201,7 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
 
     from ai.baseline import threshold_nuclei
     from ai.data import read_ids, read_manifest, read_outlines, read_rgb
-    from ai.metrics import found_cells, label_masks
+    from ai.metrics import found_cells, label_masks, overlap_tables
     from ai.star import cell_masks
 
     data_dir = Path(data_dir)
@@ -238,11 +238,13 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
             min_true = MIN_TRUE_AREA_UM2 / px**2
             if segmenter.overlapping:  # predicted cells may share pixels: no label image can hold them
                 preds = det.masks()
-                counts = overlapping_counts(truth, preds, dis, min_true_area=min_true)
+                tables = overlap_tables(truth, preds, dis, min_true_area=min_true)
+                counts, found = tables.counts(), tables.found()
             else:
                 pred = det.label_image()
                 preds = label_masks(pred)
                 counts = detection_counts(truth, pred, dis, min_true_area=min_true)
+                found = found_cells(truth, preds)
                 spath = data_dir / "shared" / name
                 if spath.exists():
                     loose = detection_counts(truth, pred, dis, min_true_area=min_true, ambiguous=read_ids(spath) > 0)
@@ -253,12 +255,13 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
             if name in source:
                 by_source[source[name]] = by_source.get(source[name], DetectionCounts()) + counts
             evaluable = np.bincount(truth.ravel(), minlength=int(truth.max(initial=0)) + 1)[1:] >= min_true
-            _tally(per_class, name, cell_class, evaluable, found_cells(truth, preds))
+            _tally(per_class, name, cell_class, evaluable, found)
             opath = data_dir / "outlines" / name.replace(".png", ".npz")
             if opath.exists():
                 layers = read_outlines(opath)
-                whole = overlapping_counts(layers, preds, dis, min_true_area=min_true, visible=truth)
-                _tally(per_class_whole, name, cell_class, evaluable, found_cells(layers, preds))
+                whole_tables = overlap_tables(layers, preds, dis, min_true_area=min_true, visible=truth)
+                whole = whole_tables.counts()
+                _tally(per_class_whole, name, cell_class, evaluable, whole_tables.found())
                 # the truth's own whole outlines, counted strictly: what the visible-mask truth allows a
                 # model that knew every outline exactly but not which cell lies on top
                 perfect = overlapping_counts(truth, list(cell_masks(layers).values()), dis, min_true_area=min_true)

@@ -227,6 +227,7 @@ class OverlapTables:
     ious: np.ndarray  # (true cells, predictions)
     small: np.ndarray  # (true cells,) visible area below the evaluable minimum
     area_p: np.ndarray  # (predictions,)
+    ids: np.ndarray  # (true cells,) their ids in the truth
     inter_d: np.ndarray | None = None  # (distractors, predictions); None: no distractor truth
     area_d: np.ndarray | None = None
 
@@ -237,6 +238,10 @@ class OverlapTables:
         if self.inter_d is not None and self.area_d is not None:
             _count_distractors(counts, pairs, self.inter_d[:, cols], self.area_d, self.area_p[cols], iou)
         return counts
+
+    def found(self, iou: float = 0.5) -> set[int]:
+        """Ids of the true cells (slivers included) that some prediction matches one-to-one (`found_cells`)."""
+        return {int(self.ids[r]) for r, _ in match_instances(self.ious, iou)}
 
 
 def overlap_tables(
@@ -255,7 +260,9 @@ def overlap_tables(
         seen = np.bincount(visible.ravel().astype(np.int64), minlength=len(keep) + 1)[1 : len(keep) + 1][keep]
     else:
         seen = area_t
-    tables = OverlapTables(ious=_iou(inter, area_t, area_p), small=seen < min_true_area, area_p=area_p)
+    tables = OverlapTables(
+        ious=_iou(inter, area_t, area_p), small=seen < min_true_area, area_p=area_p, ids=np.flatnonzero(keep) + 1
+    )
     if distractors is not None:
         inter_d, area_d = stack_intersections(distractors, preds)
         present = area_d > 0

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from ai.augment import star_crop, turn
-from ai.metrics import overlapping_counts, stack_intersections
+from ai.metrics import found_cells, overlap_tables, overlapping_counts, stack_intersections
 from ai.star import (
     RAYS,
     cell_masks,
@@ -119,6 +119,11 @@ def test_overlapping_counts_against_visible_and_whole_outline_truth():
     assert overlapping_counts(outlines, preds, min_true_area=small.sum(), visible=visible).true_cells == 1
     inter, area = stack_intersections(outlines, preds)
     assert inter[0, 0] == area[0] == small.sum() and inter[1, 0] == (small & big).sum()
+    # found cells from the tables are the truth's ids, also where an id has no pixels (3 here, not 2)
+    gapped = np.where(outlines == 2, 3, outlines)
+    assert overlap_tables(gapped, preds).found() == found_cells(gapped, preds) == {1, 3}
+    assert overlap_tables(np.where(visible == 2, 3, visible), preds).found() == {3}  # strictly, as above
+    assert overlap_tables(outlines, preds[1:]).found() == {2}
 
 
 def test_distractors_count_against_overlapping_predictions():
