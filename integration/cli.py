@@ -98,6 +98,8 @@ def main() -> None:
     try:
         app()
     except ValidationError as exc:  # settings from flags, environment or MARROWLINK_CONFIG
+        if exc.title != "Settings":  # a programming error elsewhere: keep its traceback
+            raise
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors())
         typer.echo(f"marrowlink: bad settings: {problems}", err=True)
         raise SystemExit(2) from None
