@@ -125,15 +125,12 @@ class CellSegmenter:
     def star_cells(self, maps: np.ndarray, fov_shape: tuple[int, int], pixel_size_um: float,
                    **overrides: float) -> CellDetections:  # fmt: skip
         """Cells from one FOV's star-network maps (`ai.star.star_instances`), with the card's thresholds."""
-        from ai.star import keep_cells, star_proposals
+        from ai.star import star_instances
 
-        p = self.star_parameters(**overrides)
-        proposals = star_proposals(maps, p["centre_threshold"], p["seed_distance"])
-        kept = keep_cells(proposals, p["nms_iou"], p["min_area"], p["max_area"])
-        return self.star_detections([proposals[i] for i in kept], fov_shape, pixel_size_um)
+        return self.star_detections(star_instances(maps, **self.star_parameters(**overrides)), fov_shape, pixel_size_um)
 
     def star_parameters(self, **overrides: float) -> dict:
-        """The card's star thresholds (with `overrides`) in working pixels, as `ai.star` takes them."""
+        """The card's star thresholds (with `overrides`) in working pixels: `ai.star.star_instances`' keywords."""
         t = {**self.card.thresholds, **overrides}
         area = self.card.pixel_size_um**2
         return {
@@ -145,10 +142,11 @@ class CellSegmenter:
         }
 
     def star_detections(self, proposals, fov_shape: tuple[int, int], pixel_size_um: float) -> CellDetections:
-        """Star proposals (`ai.star.star_proposals`, working pixels) as cells in the FOV's own pixels."""
+        """Star cells or proposals (`ai.star`: polygon and score first, working pixels) as cells in the FOV's
+        own pixels."""
         scale = self.card.pixel_size_um / pixel_size_um
         return self._cells([((p + 0.5) * scale - 0.5, float(_polygon_area(p)) * scale * scale, s)
-                            for p, s, _ in proposals], fov_shape, pixel_size_um)  # fmt: skip
+                            for p, s, *_ in proposals], fov_shape, pixel_size_um)  # fmt: skip
 
     def _cells(self, found, fov_shape: tuple[int, int], pixel_size_um: float) -> CellDetections:
         h, w = fov_shape

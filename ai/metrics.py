@@ -213,9 +213,7 @@ def label_masks(labels: np.ndarray) -> list[Mask]:
 
 def found_cells(truth: np.ndarray, preds: Sequence[Mask], iou: float = 0.5) -> set[int]:
     """Ids of the true cells (an id image or outline layers) that some prediction matches one-to-one."""
-    inter, area_t = stack_intersections(truth, preds)
-    area_p = np.array([int(m.sum()) for _, _, m in preds], np.int64)
-    return {int(r) + 1 for r, _ in match_instances(_iou(inter, area_t, area_p), iou)}
+    return overlap_tables(truth, preds).found(iou)
 
 
 @dataclass
@@ -240,7 +238,7 @@ class OverlapTables:
         return counts
 
     def found(self, iou: float = 0.5) -> set[int]:
-        """Ids of the true cells (slivers included) that some prediction matches one-to-one (`found_cells`)."""
+        """Ids of the true cells (slivers included) that some prediction matches one-to-one."""
         return {int(self.ids[r]) for r, _ in match_instances(self.ious, iou)}
 
 
