@@ -51,10 +51,7 @@ def star_example(image: np.ndarray, layers: np.ndarray, scale: float):
     """A FOV and its outline layers -> (image at working scale, centre map, poles) for `ai.star` networks."""
     from ai.star import star_targets
 
-    h, w = image.shape[:2]
-    size = (round(w * scale), round(h * scale))
-    small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    small_layers = np.stack([cv2.resize(la.astype(np.uint16), size, interpolation=cv2.INTER_NEAREST) for la in layers])
+    small, small_layers = to_working_scale(image, layers, scale)
     centre, poles = star_targets(small_layers)
     return small, centre, poles
 
@@ -155,10 +152,13 @@ def seg_example(image: np.ndarray, ids: np.ndarray, scale: float, contacts: bool
 
 
 def to_working_scale(image: np.ndarray, ids: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray]:
-    """A FOV (area-averaged) and its instance ids (nearest, int32) resized by `scale`."""
+    """A FOV (area-averaged) and its instance ids (nearest, int32; a (L, h, w) stack of outline layers
+    layer by layer) resized by `scale`."""
     h, w = image.shape[:2]
     size = (round(w * scale), round(h * scale))
     small = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    if ids.ndim == 3:
+        return small, np.stack([cv2.resize(la.astype(np.int32), size, interpolation=cv2.INTER_NEAREST) for la in ids])
     return small, cv2.resize(ids.astype(np.int32), size, interpolation=cv2.INTER_NEAREST)
 
 

@@ -120,7 +120,9 @@ class CellSegmenter:
     @property
     def overlapping(self) -> bool:
         """Star-convex cell networks (`ai.star`) give every cell its whole outline: cells may overlap."""
-        return self.card.arch.endswith("star")
+        from ai.star import is_star_arch
+
+        return is_star_arch(self.card.arch)
 
     def star_cells(self, maps: np.ndarray, fov_shape: tuple[int, int], pixel_size_um: float,
                    **overrides: float) -> CellDetections:  # fmt: skip

@@ -25,6 +25,11 @@ MAX_RAY = 400.0  # px; longer than any cell at working scale
 Proposal = tuple[np.ndarray, float, tuple[int, int, np.ndarray]]  # polygon x/y, score, (x0, y0, pixels)
 
 
+def is_star_arch(arch: str) -> bool:
+    """Whether a seg architecture has the star-convex cell head (`compact_star`) rather than label maps."""
+    return arch.endswith("star")
+
+
 def ray_directions(rays: int = RAYS) -> np.ndarray:
     """(rays, 2) unit vectors (dy, dx) from +x towards +y (clockwise on screen, y down), as the network's ray
     channels."""

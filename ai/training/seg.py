@@ -16,11 +16,12 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     from ai.architectures import build
     from ai.data import load_seg, split_by_seed
     from ai.inference import CellSegmenter
+    from ai.star import is_star_arch
     from ai.training import _finish, _init_weights, _training_info
     from ai.training.losses import foreground_recall, segmentation_loss, star_loss
     from ai.training.sequences import SegmentationCrops, StarCrops
 
-    star = arch.endswith("star")
+    star = is_star_arch(arch)
     data = load_seg(data_dir, opts.seg_scale, star=star)
     train_idx, val_idx = split_by_seed(data.seeds, opts.val_fraction)
     if not len(val_idx):
