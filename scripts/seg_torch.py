@@ -468,6 +468,15 @@ def forward(args: argparse.Namespace) -> None:
     np.save(args.output, y)
 
 
+def array_layers(model) -> list:
+    """The Keras layers that hold the replica's arrays (convolutions and batch norms), in the order the
+    torch modules were created and the arrays are stored."""
+    import tf_keras as keras
+
+    kinds = keras.layers.Conv2D | keras.layers.BatchNormalization
+    return [layer for layer in model.layers if isinstance(layer, kinds)]
+
+
 def keras_model(folder: Path):
     """The Keras compact UNet with the torch arrays loaded."""
     import tf_keras as keras
@@ -480,8 +489,7 @@ def keras_model(folder: Path):
         model = build("seg", "compact_star", width=meta["width"], depth=meta["depth"], rays=meta["rays"])
     else:
         model = build("seg", "compact", width=meta["width"], depth=meta["depth"])
-    kinds = keras.layers.Conv2D | keras.layers.BatchNormalization
-    layers = [layer for layer in model.layers if isinstance(layer, kinds)]
+    layers = array_layers(model)
     want = sum(len(layer.weights) for layer in layers)
     if want != len(arrays):
         raise ValueError(f"{folder}: {len(arrays)} arrays for a model of {want}")
@@ -493,15 +501,12 @@ def keras_model(folder: Path):
 
 def from_keras(args: argparse.Namespace) -> None:
     """Arrays of a shipped Keras model folder, for `train --init` (a fine-tune of the shipped network)."""
-    import tf_keras as keras
-
     from ai.models import load_model
 
     model, card = load_model(Path(args.model), "seg")
     if card.arch not in ("compact", "compact_star"):
         raise SystemExit(f"{args.model}: a {card.arch} network; only compact and compact_star have a torch replica")
-    kinds = keras.layers.Conv2D | keras.layers.BatchNormalization
-    arrays = [w for layer in model.layers if isinstance(layer, kinds) for w in layer.get_weights()]
+    arrays = [w for layer in array_layers(model) for w in layer.get_weights()]
     star = card.arch == "compact_star"
     params = card.arch_params
     meta = {"arch": "star" if star else "unet", "rays": params.get("rays") if star else None,
