@@ -36,7 +36,7 @@ _LAZY = {
     "ScanPosition": "acquisition.planning",
     "oracle_scores": "acquisition.planning",
     "rank_tiles": "acquisition.planning",
-    "write_metafer_export": "acquisition.metafer",
+    "write_metafer_export": "acquisition.simulator",
     "read_metafer_export": "acquisition.metafer",
     "ScanManifest": "acquisition.metafer",
     "ManifestImage": "acquisition.metafer",

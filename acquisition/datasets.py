@@ -32,10 +32,10 @@ import cv2
 import numpy as np
 
 from acquisition.catalogue import CLASS_CODES, QUALITY_CLASSES
-from acquisition.metafer_writer import write_ids
 from acquisition.planning import oracle_scores, rank_tiles
 from acquisition.simulator import GENERATOR_VERSION, PROFILE_NAMES, PROFILES, VirtualSlide, optics, simulate_slide
 from acquisition.simulator.profiles import CLUSTER_FRACTION
+from acquisition.simulator.scanner import write_ids
 
 KINDS = ("aoi", "seg", "cls")
 CROP_SOURCE_PX = 256

@@ -143,7 +143,7 @@ def test_cli_refuses_a_bad_export_and_stores_nothing(export: Path, tmp_path: Pat
 @pytest.mark.parametrize("manifest", ["json", "csv"])
 def test_cli_imports(export: Path, tmp_path: Path, manifest: str) -> None:
     """`import-scan` of the export as written, and of the same scan described by manifest.csv."""
-    from acquisition.metafer_csv import convert_to_csv
+    from acquisition.metafer.csv import convert_to_csv
 
     folder = export
     if manifest == "csv":

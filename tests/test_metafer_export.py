@@ -155,7 +155,7 @@ def test_simulate_scan_can_plan_with_an_aoi_model(tmp_path: Path, monkeypatch: p
 
 def _as_csv(export: Path, tmp_path: Path, edit=None) -> Path:  # type: ignore[no-untyped-def]
     """A copy of the export whose manifest is manifest.csv (`edit(text)` may change the table)."""
-    from acquisition.metafer_csv import convert_to_csv
+    from acquisition.metafer.csv import convert_to_csv
 
     copy = tmp_path / "csv-export"
     shutil.copytree(export, copy)

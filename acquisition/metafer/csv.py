@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from acquisition.metafer.format import CSV_MANIFEST_NAME, FORMAT, FORMAT_VERSION, MANIFEST_NAME
+
 IMAGE_COLUMNS = ("file", "kind", "stage_x_um", "stage_y_um", "focus_um", "width", "height", "pixel_size_um")
 
 #: Slide-level fields (dotted paths) whose values are numbers; `*` is one path segment.
@@ -71,8 +73,8 @@ def manifest_from_csv(text: str, fail: Callable[[str, str], Exception]) -> dict[
             parsed = _number(value) if _NUMERIC.match(name) else value
             _place(manifest, name, parsed, number, fail)
         images.append(image)
-    manifest.setdefault("format", "marrowlink-metafer-export")
-    manifest.setdefault("format_version", 1)
+    manifest.setdefault("format", FORMAT)
+    manifest.setdefault("format_version", FORMAT_VERSION)
     manifest["images"] = images
     return manifest
 
@@ -122,8 +124,8 @@ def convert_to_csv(folder: Path) -> Path:
     """Write `folder/manifest.csv` from its manifest.json and remove the JSON (one manifest per folder)."""
     import json
 
-    source = folder / "manifest.json"
-    target = folder / "manifest.csv"
+    source = folder / MANIFEST_NAME
+    target = folder / CSV_MANIFEST_NAME
     target.write_text(manifest_to_csv(json.loads(source.read_text(encoding="utf-8"))), encoding="utf-8")
     source.unlink()
     return target

@@ -1,103 +1,32 @@
-"""The Metafer export folder (DESIGN §5): one documented layout, one reader, one writer.
+"""Reading an export folder: `read_metafer_export` is the only way into the rest of the system.
 
-A lab produces the folder from Metafer's own export (docs/metafer-export.md says how); the virtual
-Metafer writes exactly the same layout plus a `ground_truth/` folder. `read_metafer_export` is the
-only way into the rest of the system for both, and every problem it finds is a `MetaferExportError`
-naming the manifest field and the file, before anything is stored.
+Real exports and the virtual Metafer's go through this one reader, and every problem it finds is a
+`MetaferExportError` naming the manifest field and the file, before anything is stored.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-MANIFEST_NAME = "manifest.json"
-CSV_MANIFEST_NAME = "manifest.csv"  # the same manifest as one table (acquisition.metafer_csv)
-FORMAT = "marrowlink-metafer-export"
-FORMAT_VERSION = 1
-IMAGE_KINDS = ("overview", "fov")
-ANCHORS = ("top_left", "centre")
-_PIXEL_TOLERANCE = 0.02  # relative: camera pixel / magnification x binning vs declared pixel size
-
-
-class MetaferExportError(ValueError):
-    """An export folder that cannot be read; `field` is the manifest field, `file` the file concerned."""
-
-    def __init__(self, file: Path | str, field: str, reason: str) -> None:
-        self.file = str(file)
-        self.field = field
-        self.reason = reason
-        super().__init__(f"{self.file}: {field}: {reason}")
-
-
-@dataclass(frozen=True)
-class Equipment:
-    """Scanner, microscope and camera, for the DICOM Equipment and Optical Path modules."""
-
-    manufacturer: str
-    scanner: str
-    software_version: str
-    microscope: str
-    camera: str
-    camera_pixel_size_um: float | None
-
-
-@dataclass(frozen=True)
-class Objective:
-    magnification: float
-    numerical_aperture: float | None
-    binning: int
-
-
-@dataclass(frozen=True)
-class ManifestImage:
-    """One image of the export. Stage positions as written; `x_um`/`y_um` are slide µm of the top-left."""
-
-    file: Path  # absolute
-    kind: str  # overview | fov
-    stage_x_um: float
-    stage_y_um: float
-    x_um: float  # top-left corner relative to the stage origin (slide coordinates)
-    y_um: float
-    focus_um: float | None
-    width: int
-    height: int
-    pixel_size_um: float
-
-
-@dataclass(frozen=True)
-class ScanManifest:
-    """A validated export folder."""
-
-    path: Path
-    barcode: str
-    specimen: str
-    stain: str
-    equipment: Equipment
-    objectives: Mapping[str, Objective]
-    pixel_size_um: Mapping[str, float]
-    stage_origin_um: tuple[float, float]
-    position_anchor: str
-    scan_area_um: tuple[float, float] | None
-    acquired: str | None
-    images: tuple[ManifestImage, ...]
-    ground_truth: Path | None
-    vendor: Mapping[str, Any]
-
-    @property
-    def overview(self) -> ManifestImage | None:
-        return next((i for i in self.images if i.kind == "overview"), None)
-
-    @property
-    def fovs(self) -> list[ManifestImage]:
-        return [i for i in self.images if i.kind == "fov"]
-
-
-# ---------------------------------------------------------------------------------------------- reading
+from acquisition.metafer.csv import manifest_from_csv
+from acquisition.metafer.format import (
+    ANCHORS,
+    CSV_MANIFEST_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    IMAGE_KINDS,
+    MANIFEST_NAME,
+    PIXEL_TOLERANCE,
+    Equipment,
+    ManifestImage,
+    MetaferExportError,
+    Objective,
+    ScanManifest,
+)
 
 _TOP = {
     "format": True,
@@ -191,8 +120,6 @@ def _load_manifest(folder: Path, named: str | None) -> tuple[Path, Any]:
     except UnicodeDecodeError as exc:
         raise ck.fail("(manifest)", f"not UTF-8 text: {exc}") from exc
     if use_csv:
-        from acquisition.metafer_csv import manifest_from_csv
-
         return manifest, manifest_from_csv(text, ck.fail)
     try:
         return manifest, json.loads(text)
@@ -294,7 +221,7 @@ def _pixel_sizes(ck: _Checker, raw: Any, objectives: Mapping[str, Objective], eq
             raise ck.fail(f"objectives.{kind}", f"missing: pixel_size_um has a {kind!r} entry")
         if eq.camera_pixel_size_um is not None:
             expected = eq.camera_pixel_size_um / obj.magnification * obj.binning
-            if abs(out[kind] - expected) > _PIXEL_TOLERANCE * expected:
+            if abs(out[kind] - expected) > PIXEL_TOLERANCE * expected:
                 raise ck.fail(
                     f"pixel_size_um.{kind}",
                     f"{out[kind]} µm is inconsistent with camera pixel {eq.camera_pixel_size_um} µm / "
@@ -346,29 +273,3 @@ def _image_size(ck: _Checker, file: Path, field: str) -> tuple[int, int]:
         raise ck.fail(field, f"image too large to import safely: {exc}", file) from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise ck.fail(field, f"not a readable JPEG/PNG/TIFF image: {exc}", file) from exc
-
-
-# ---------------------------------------------------------------------------------------------- writing
-
-#: Stage position of the scan area's top-left corner on the virtual Metafer's stage (µm).
-VIRTUAL_STAGE_ORIGIN_UM = (21000.0, 9500.0)
-
-
-def write_metafer_export(
-    slide: Any,
-    out_dir: Path | str,
-    positions: Sequence[Any],
-    *,
-    overview: Any | None = None,
-    ground_truth: bool = True,
-    jpeg_quality: int = 90,
-    progress: Callable[[int], None] | None = None,
-) -> Path:
-    """Write a virtual slide's scan (overview + FOVs at `positions`) as an export folder.
-
-    `positions` are `ScanPosition`s (or anything with `x_um`/`y_um`: FOV top-left in slide µm).
-    Returns the manifest path. `progress(n)` is called after each image with the number done.
-    """
-    from acquisition.metafer_writer import write_export
-
-    return write_export(slide, Path(out_dir), positions, overview, ground_truth, jpeg_quality, progress)

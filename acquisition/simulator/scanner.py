@@ -1,8 +1,10 @@
-"""The virtual Metafer's side of the export folder: images, manifest and ground truth.
+"""The virtual Metafer's scan: render a slide, hand images and manifest to the export writer, add ground truth.
 
 Byte-for-byte deterministic: no clock, no random file names; the acquisition time is derived from
 the seed. FOVs are JPEG (quality 90, as Metafer exports them), the overview a JPEG too, masks 16-bit
 PNG. The ground truth folder is ignored by the reader's DICOM path and used by tests and data sets.
+The export writer (`acquisition.metafer`) knows nothing of the simulator: this module builds the
+same `ScanManifest` model the reader returns and lets the writer serialise it.
 """
 
 from __future__ import annotations
@@ -17,14 +19,15 @@ from typing import Any
 import cv2
 import numpy as np
 
-from acquisition.metafer import FORMAT, FORMAT_VERSION, MANIFEST_NAME, VIRTUAL_STAGE_ORIGIN_UM
-from acquisition.simulator import GENERATOR_VERSION, Fov, Overview, VirtualSlide, optics
+from acquisition.metafer.format import Equipment, ManifestImage, Objective, ScanManifest
+from acquisition.metafer.writer import start_export, write_image, write_manifest
+from acquisition.simulator import optics
+from acquisition.simulator.fov import Fov
+from acquisition.simulator.overview import Overview
+from acquisition.simulator.virtual import GENERATOR_VERSION, VirtualSlide
 
-
-def _rgb_write(path: Path, image: np.ndarray, quality: int | None = None) -> None:
-    params = [cv2.IMWRITE_JPEG_QUALITY, quality] if quality is not None else []
-    if not cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR), params):
-        raise OSError(f"could not write {path}")
+#: Stage position of the scan area's top-left corner on the virtual Metafer's stage (µm).
+VIRTUAL_STAGE_ORIGIN_UM = (21000.0, 9500.0)
 
 
 def write_ids(path: Path, ids: np.ndarray) -> None:
@@ -58,36 +61,34 @@ def fov_truth(fov: Fov) -> dict[str, Any]:
     }
 
 
-def write_export(
+def write_metafer_export(
     slide: VirtualSlide,
-    out: Path,
+    out_dir: Path | str,
     positions: Sequence[Any],
-    overview: Overview | None,
-    ground_truth: bool,
-    jpeg_quality: int,
-    progress: Callable[[int], None] | None,
+    *,
+    overview: Overview | None = None,
+    ground_truth: bool = True,
+    jpeg_quality: int = 90,
+    progress: Callable[[int], None] | None = None,
 ) -> Path:
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty")
-    (out / "fov").mkdir(parents=True, exist_ok=True)
+    """Scan a virtual slide (overview + FOVs at `positions`) into an export folder; returns the manifest path.
+
+    `positions` are `ScanPosition`s (or anything with `x_um`/`y_um`: FOV top-left in slide µm).
+    `progress(n)` is called after each image with the number done.
+    """
+    out = start_export(out_dir)
     gt = out / "ground_truth"
     if ground_truth:
         gt.mkdir(exist_ok=True)
     ox, oy = VIRTUAL_STAGE_ORIGIN_UM
     if overview is None:
         overview = slide.render_overview()
-    _rgb_write(out / "overview.jpg", overview.image, 92)
     h, w = overview.image.shape[:2]
-    images: list[dict[str, Any]] = [
-        {
-            "file": "overview.jpg",
-            "kind": "overview",
-            "stage_x_um": ox,
-            "stage_y_um": oy,
-            "focus_um": slide.focus_base_um,
-            "width": w,
-            "height": h,
-        },
+    write_image(out, "overview.jpg", overview.image, 92)
+    images = [
+        ManifestImage(
+            out / "overview.jpg", "overview", ox, oy, 0.0, 0.0, slide.focus_base_um, w, h, optics.OVERVIEW_PIXEL_UM
+        )
     ]
     done = 1
     if progress:
@@ -96,17 +97,21 @@ def write_export(
     for k, pos in enumerate(positions, start=1):
         fov = slide.render_fov(pos.x_um, pos.y_um)
         name = f"fov_{k:04d}"
-        _rgb_write(out / "fov" / f"{name}.jpg", fov.image, jpeg_quality)
+        file = write_image(out, f"fov/{name}.jpg", fov.image, jpeg_quality)
+        sx, sy = round(ox + fov.position_um[0], 3), round(oy + fov.position_um[1], 3)
         images.append(
-            {
-                "file": f"fov/{name}.jpg",
-                "kind": "fov",
-                "stage_x_um": round(ox + fov.position_um[0], 3),
-                "stage_y_um": round(oy + fov.position_um[1], 3),
-                "focus_um": fov.focus_um,
-                "width": optics.FOV_WIDTH_PX,
-                "height": optics.FOV_HEIGHT_PX,
-            }
+            ManifestImage(
+                file,
+                "fov",
+                sx,
+                sy,
+                sx - ox,
+                sy - oy,
+                fov.focus_um,
+                optics.FOV_WIDTH_PX,
+                optics.FOV_HEIGHT_PX,
+                optics.FOV_PIXEL_UM,
+            )
         )
         if ground_truth:
             write_ids(gt / f"{name}_instances.png", fov.instance_mask)
@@ -118,39 +123,40 @@ def write_export(
             progress(done)
     if ground_truth:
         _write_truth_tables(gt, slide, overview, positions, cell_rows)
+    return write_manifest(_virtual_manifest(slide, out, tuple(images), gt if ground_truth else None))
+
+
+def _virtual_manifest(
+    slide: VirtualSlide, out: Path, images: tuple[ManifestImage, ...], ground_truth: Path | None
+) -> ScanManifest:
+    """What the virtual Metafer says about its scan: equipment, optics, stage origin, seed-derived time."""
     acquired = datetime(2026, 1, 5, 8, 0, tzinfo=UTC) + timedelta(minutes=slide.seed % 500_000)
-    manifest = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "slide": {"barcode": slide.barcode, "specimen": "bone marrow smear", "stain": "May-Grünwald-Giemsa"},
-        "equipment": {
-            "manufacturer": "MetaSystems",
-            "scanner": "Metafer 4 (virtual)",
-            "software_version": f"marrowlink virtual Metafer {GENERATOR_VERSION}",
-            "microscope": "Zeiss Axio Imager.Z2",
-            "camera": "virtual 2048x1496 CCD",
-            "camera_pixel_size_um": optics.CAMERA_PIXEL_UM,
+    return ScanManifest(
+        path=out,
+        barcode=slide.barcode,
+        specimen="bone marrow smear",
+        stain="May-Grünwald-Giemsa",
+        equipment=Equipment(
+            manufacturer="MetaSystems",
+            scanner="Metafer 4 (virtual)",
+            software_version=f"marrowlink virtual Metafer {GENERATOR_VERSION}",
+            microscope="Zeiss Axio Imager.Z2",
+            camera="virtual 2048x1496 CCD",
+            camera_pixel_size_um=optics.CAMERA_PIXEL_UM,
+        ),
+        objectives={
+            "overview": Objective(optics.OVERVIEW_MAGNIFICATION, optics.OVERVIEW_NA, optics.OVERVIEW_BINNING),
+            "fov": Objective(optics.FOV_MAGNIFICATION, optics.FOV_NA, 1),
         },
-        "objectives": {
-            "overview": {
-                "magnification": optics.OVERVIEW_MAGNIFICATION,
-                "numerical_aperture": optics.OVERVIEW_NA,
-                "binning": optics.OVERVIEW_BINNING,
-            },
-            "fov": {"magnification": optics.FOV_MAGNIFICATION, "numerical_aperture": optics.FOV_NA, "binning": 1},
-        },
-        "pixel_size_um": {"overview": optics.OVERVIEW_PIXEL_UM, "fov": optics.FOV_PIXEL_UM},
-        "stage_origin_um": {"x": ox, "y": oy},
-        "position_anchor": "top_left",
-        "scan_area_um": {"width": slide.scan_area_um[0], "height": slide.scan_area_um[1]},
-        "acquired": acquired.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "images": images,
-        **({"ground_truth": "ground_truth"} if ground_truth else {}),
-        "vendor": {"simulator": {"seed": slide.seed, "profile": slide.profile, "generator_version": GENERATOR_VERSION}},
-    }
-    path = out / MANIFEST_NAME
-    path.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    return path
+        pixel_size_um={"overview": optics.OVERVIEW_PIXEL_UM, "fov": optics.FOV_PIXEL_UM},
+        stage_origin_um=VIRTUAL_STAGE_ORIGIN_UM,
+        position_anchor="top_left",
+        scan_area_um=(slide.scan_area_um[0], slide.scan_area_um[1]),
+        acquired=acquired.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        images=images,
+        ground_truth=ground_truth,
+        vendor={"simulator": {"seed": slide.seed, "profile": slide.profile, "generator_version": GENERATOR_VERSION}},
+    )
 
 
 def _write_truth_tables(
