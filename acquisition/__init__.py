@@ -17,6 +17,7 @@ from acquisition.catalogue import (
     CRITICAL_CODES,
     ERYTHROID_CODES,
     GRANULOCYTIC_CODES,
+    NOT_CLASSED_CODES,
     QUALITY_CLASSES,
     CellClass,
 )
@@ -53,6 +54,7 @@ __all__ = [
     "CRITICAL_CODES",
     "ERYTHROID_CODES",
     "GRANULOCYTIC_CODES",
+    "NOT_CLASSED_CODES",
     "QUALITY_CLASSES",
     "CellClass",
     *sorted(_LAZY),

@@ -62,6 +62,8 @@ CRITICAL_CODES: tuple[str, ...] = tuple(c.code for c in CELL_CLASSES if c.critic
 #: M:E ratio = sum(GRANULOCYTIC_CODES) / sum(ERYTHROID_CODES); blasts and monocytes excluded by default.
 GRANULOCYTIC_CODES: tuple[str, ...] = tuple(c.code for c in CELL_CLASSES if c.granulocytic)
 ERYTHROID_CODES: tuple[str, ...] = tuple(c.code for c in CELL_CLASSES if c.erythroid)
+#: Shown but kept out of the percentage denominator by default (like CellaVision's "not classed" bin).
+NOT_CLASSED_CODES: tuple[str, ...] = tuple(c.code for c in CELL_CLASSES if c.excluded_from_percent)
 
 #: AOI quality classes of overview grid tiles, in the AOI network's output index order.
 QUALITY_CLASSES: tuple[str, ...] = ("optimal", "acceptable", "too_dense", "too_sparse", "artefact", "background")

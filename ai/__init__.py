@@ -13,12 +13,13 @@ os.environ.setdefault("SM_FRAMEWORK", "tf.keras")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # The typed results and the catalogue are cheap (numpy only); networks load on first use.
-from ai.catalogue import CELL_CLASSES, CRITICAL_CLASSES, QUALITY_CLASSES, UNIDENTIFIED
+from acquisition import CLASS_CODES, CRITICAL_CODES, QUALITY_CLASSES
+from ai.catalogue import UNIDENTIFIED
 from ai.results import Cell, CellDetections, Differential
 
 __all__ = [
-    "CELL_CLASSES",
-    "CRITICAL_CLASSES",
+    "CLASS_CODES",
+    "CRITICAL_CODES",
     "QUALITY_CLASSES",
     "UNIDENTIFIED",
     "AoiModel",

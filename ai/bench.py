@@ -29,8 +29,8 @@ def _segmenter(arch: str):
 
 
 def _classifier(arch: str):
+    from acquisition import CLASS_CODES
     from ai.architectures import DEFAULT_INPUT, build
-    from ai.catalogue import CELL_CLASSES
     from ai.inference import CellClassifier
     from ai.models import ModelError
 
@@ -40,7 +40,7 @@ def _classifier(arch: str):
         except ModelError:
             pass
     size = DEFAULT_INPUT[("cls", arch)]
-    card = ModelCard("cls", arch, list(CELL_CLASSES), size, 0.172 * 128 / size)
+    card = ModelCard("cls", arch, list(CLASS_CODES), size, 0.172 * 128 / size)
     return CellClassifier(build("cls", arch, input_size=size), card), "untrained"
 
 
@@ -78,8 +78,8 @@ def bench_aoi(grid: tuple[int, int] = (24, 32), tile: tuple[int, int] = (374, 51
     try:
         model, src = AoiModel.load(), "shipped"
     except ModelError:
+        from acquisition import QUALITY_CLASSES
         from ai.architectures import build
-        from ai.catalogue import QUALITY_CLASSES
 
         model, src = (
             AoiModel(build("aoi", "compact"), ModelCard("aoi", "compact", list(QUALITY_CLASSES), 64, 0.345)),

@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ai.catalogue import CRITICAL_CLASSES, GOOD_QUALITY
+from acquisition import CRITICAL_CODES
+from ai.catalogue import GOOD_QUALITY
 from ai.metrics import (
     DetectionCounts,
     classification_report,
@@ -144,7 +145,7 @@ def evaluate_cls(classifier, crops: np.ndarray, labels: Sequence[str]) -> dict:
     known = np.array([lab in index for lab in labels], bool)
     probs = classifier.classify(crops[known])
     y = np.array([index[lab] for lab, k in zip(labels, known, strict=True) if k], int)
-    report = classification_report(probs, y, classifier.classes, CRITICAL_CLASSES, classifier.confidence_threshold)
+    report = classification_report(probs, y, classifier.classes, CRITICAL_CODES, classifier.confidence_threshold)
     report["unknown_labels"] = int((~known).sum())
     return report
 

@@ -10,14 +10,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ai.catalogue import (
-    CELL_CLASSES,
-    CRITICAL_CLASSES,
-    ERYTHROID_CLASSES,
-    GRANULOCYTIC_CLASSES,
-    NOT_CLASSED,
-    UNIDENTIFIED,
-)
+from acquisition import CLASS_CODES, CRITICAL_CODES, ERYTHROID_CODES, GRANULOCYTIC_CODES, NOT_CLASSED_CODES
+from ai.catalogue import UNIDENTIFIED
 
 
 @dataclass
@@ -98,11 +92,11 @@ class Differential:
     def from_classes(
         cls,
         labels: Iterable[str | None],
-        classes: Sequence[str] = CELL_CLASSES,
-        not_classed: Sequence[str] = NOT_CLASSED,
-        critical: Sequence[str] = CRITICAL_CLASSES,
-        myeloid: Sequence[str] = GRANULOCYTIC_CLASSES,
-        erythroid: Sequence[str] = ERYTHROID_CLASSES,
+        classes: Sequence[str] = CLASS_CODES,
+        not_classed: Sequence[str] = NOT_CLASSED_CODES,
+        critical: Sequence[str] = CRITICAL_CODES,
+        myeloid: Sequence[str] = GRANULOCYTIC_CODES,
+        erythroid: Sequence[str] = ERYTHROID_CODES,
     ) -> Differential:
         """Build the differential from per-cell class codes (None counts as UNIDENTIFIED)."""
         counts = {code: 0 for code in (*classes, UNIDENTIFIED)}

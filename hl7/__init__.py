@@ -4,8 +4,9 @@ Research use only, not for clinical diagnosis. This package never imports `integ
 engine, a handler (`InboundHandler`) and plain settings as arguments (DESIGN.md §2).
 """
 
+from acquisition import CELL_CLASSES
 from hl7.ack import AckReply, build_ack, new_control_id, read_ack
-from hl7.codes import CELL_CLASSES, VERIFIED_LOINC, AckCode, ErrorCode
+from hl7.codes import VERIFIED_LOINC, AckCode, ErrorCode
 from hl7.inbound import InboundHandler, Receiver
 from hl7.mllp import FrameDecoder, MllpConnection, MllpServer, frame, send_message
 from hl7.model import (

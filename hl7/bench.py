@@ -19,9 +19,9 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Engine
 
+from acquisition import CELL_CLASSES
 from hl7.ack import new_control_id
 from hl7.benchpeer import BenchLis
-from hl7.codes import CELL_CLASSES
 from hl7.encoding import read_header
 from hl7.inbound import InboundHandler
 from hl7.mllp import MllpConnection, MllpServer

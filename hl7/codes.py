@@ -10,8 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-import acquisition.catalogue as _catalogue
-
 
 @dataclass(frozen=True)
 class Coded:
@@ -23,16 +21,7 @@ class Coded:
 
 
 # The 23 classes, their names, the M:E membership and the percentage rule live in ONE catalogue
-# (acquisition/catalogue.py, data only); HL7 adds only what is HL7's: codes, systems, LOINC.
-CELL_CLASSES = _catalogue.CELL_CLASSES
-CLASS_BY_CODE = _catalogue.CLASS_BY_CODE
-CellClass = _catalogue.CellClass
-#: Granulocytic series over erythroid series: the default M:E formula of cell_classes.md
-#: (blasts and monocytes excluded; a lab may change this).
-MYELOID_FOR_ME = _catalogue.GRANULOCYTIC_CODES
-ERYTHROID_FOR_ME = _catalogue.ERYTHROID_CODES
-#: Shown but kept out of the percentage denominator (CellaVision's "not classed" practice).
-EXCLUDED_FROM_DENOMINATOR = tuple(c.code for c in CELL_CLASSES if c.excluded_from_percent)
+# (`acquisition`, data only) under the same names everywhere; HL7 adds only what is HL7's: codes, systems, LOINC.
 
 LOINC = "LN"
 

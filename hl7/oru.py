@@ -14,19 +14,15 @@ from datetime import UTC, datetime
 
 from hl7apy.core import Message
 
+from acquisition import CELL_CLASSES, ERYTHROID_CODES, GRANULOCYTIC_CODES, NOT_CLASSED_CODES, CellClass
 from hl7.ack import fill_msh, new_control_id
 from hl7.codes import (
-    CELL_CLASSES,
-    ERYTHROID_FOR_ME,
     ERYTHROID_PERCENT_LOINC,
-    EXCLUDED_FROM_DENOMINATOR,
     ME_RATIO_LOINC,
-    MYELOID_FOR_ME,
     OUTPUT_VERSION,
     PERCENT_LOINC,
     REPORT_LOINC,
     TOTAL_COUNTED_LOINC,
-    CellClass,
     Coded,
     loinc,
 )
@@ -65,13 +61,13 @@ def _coded(c: Coded, alternate: Coded | None = None) -> tuple[str, ...]:
 
 
 def denominator(counts: dict[str, int]) -> int:
-    return sum(n for code, n in counts.items() if code not in EXCLUDED_FROM_DENOMINATOR)
+    return sum(n for code, n in counts.items() if code not in NOT_CLASSED_CODES)
 
 
 def me_ratio(counts: dict[str, int]) -> float | None:
     """Granulocytic (PMO+APL+MYB+MMZ+NGB+NGS+EOS+ABE+BAS) / erythroid (PEB+EBO); None without erythroid cells."""
-    erythroid = sum(counts.get(c, 0) for c in ERYTHROID_FOR_ME)
-    return sum(counts.get(c, 0) for c in MYELOID_FOR_ME) / erythroid if erythroid else None
+    erythroid = sum(counts.get(c, 0) for c in ERYTHROID_CODES)
+    return sum(counts.get(c, 0) for c in GRANULOCYTIC_CODES) / erythroid if erythroid else None
 
 
 def _check(differential: DifferentialResult) -> None:
@@ -224,7 +220,7 @@ def _class_observations(obs: _Observations, d: DifferentialResult, local: str) -
     base = denominator(d.counts)
     for cell in CELL_CLASSES:
         count = d.counts.get(cell.code, 0)
-        if cell.code not in EXCLUDED_FROM_DENOMINATOR:
+        if cell.code not in NOT_CLASSED_CODES:
             percent = 100.0 * count / base if base else 0.0
             obs.add("NM", _class_code(cell, "P", local), f"{percent:.1f}", units=UNITS_PERCENT)
         obs.add("NM", _class_code(cell, "N", local), str(count), units=UNITS_CELLS)
@@ -232,7 +228,7 @@ def _class_observations(obs: _Observations, d: DifferentialResult, local: str) -
 
 def _summary_observations(obs: _Observations, d: DifferentialResult, local: str) -> None:
     base = denominator(d.counts)
-    erythroid = sum(d.counts.get(c, 0) for c in ERYTHROID_FOR_ME)
+    erythroid = sum(d.counts.get(c, 0) for c in ERYTHROID_CODES)
     own = Coded("ML-ERY-P", "Erythroid cells/100 cells in Bone marrow", local)
     value = f"{100.0 * erythroid / base:.1f}" if base else "0.0"
     obs.add("NM", _coded(loinc(ERYTHROID_PERCENT_LOINC), own), value, units=UNITS_PERCENT)

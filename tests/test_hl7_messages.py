@@ -8,6 +8,7 @@ import pytest
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message as hl7apy_parse
 
+from acquisition import CELL_CLASSES
 from hl7 import (
     AckCode,
     DifferentialResult,
@@ -28,7 +29,7 @@ from hl7 import (
     parse_message,
     read_ack,
 )
-from hl7.codes import CELL_CLASSES, PERCENT_LOINC, VERIFIED_LOINC
+from hl7.codes import PERCENT_LOINC, VERIFIED_LOINC
 from hl7.encoding import read_header
 
 OML_O21 = "\r".join(

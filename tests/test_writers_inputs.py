@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ai.catalogue import CELL_CLASSES, UNIDENTIFIED
+from acquisition import CLASS_CODES
+from ai.catalogue import UNIDENTIFIED
 from ai.results import Cell, CellDetections, Differential
 from dicom_store.writers import (
     AlgorithmInfo,
@@ -126,7 +127,7 @@ def test_local_codes_are_unique_and_fit_dicom() -> None:
     local = codes.all_local_codes()
     assert len({c.value for c in local}) == len(local)
     assert all(c.scheme_designator == "MARROWLINK" and len(c.value) <= 16 and len(c.meaning) <= 64 for c in local)
-    assert {codes.cell_class(c).value for c in (*CELL_CLASSES, UNIDENTIFIED)} == {*CELL_CLASSES, UNIDENTIFIED}
+    assert {codes.cell_class(c).value for c in (*CLASS_CODES, UNIDENTIFIED)} == {*CLASS_CODES, UNIDENTIFIED}
 
 
 def test_a_run_without_cells_still_reports_zero_counts() -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from ai.catalogue import CELL_CLASSES, CRITICAL_CLASSES, QUALITY_CLASSES
+from acquisition import CLASS_CODES, CRITICAL_CODES, QUALITY_CLASSES
 from ai.models import ModelCard, save_model
 
 
@@ -143,7 +143,7 @@ def _train_labelled(kind: str, data_dir: Path, arch: str, out: Path, opts: Train
     from ai.metrics import classification_report
     from ai.training.sequences import BalancedImages
 
-    loader, default_classes = (load_cls, CELL_CLASSES) if kind == "cls" else (load_aoi, QUALITY_CLASSES)
+    loader, default_classes = (load_cls, CLASS_CODES) if kind == "cls" else (load_aoi, QUALITY_CLASSES)
     manifest_classes = _manifest_classes(data_dir)
     data = loader(data_dir, opts.input_size, manifest_classes or default_classes)
     train_idx, val_idx = split_by_seed(data.seeds, opts.val_fraction)
@@ -166,7 +166,7 @@ def _train_labelled(kind: str, data_dir: Path, arch: str, out: Path, opts: Train
     thresholds: dict[str, float] = {}
     if kind == "cls":
         thresholds["confidence"] = select_confidence_threshold(probs, va.labels)
-    critical = CRITICAL_CLASSES if kind == "cls" else ("optimal", "acceptable")
+    critical = CRITICAL_CODES if kind == "cls" else ("optimal", "acceptable")
     report = classification_report(probs, va.labels, data.classes, critical, thresholds.get("confidence", 0.0))
     report.pop("reliability")
     m = data.manifest

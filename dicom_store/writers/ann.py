@@ -15,7 +15,8 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
-from ai.catalogue import CELL_CLASSES, UNIDENTIFIED
+from acquisition import CLASS_CODES
+from ai.catalogue import UNIDENTIFIED
 from dicom_store.writers import codes
 from dicom_store.writers._common import MANUFACTURER, MODEL_NAME, algorithm_identification, describe
 from dicom_store.writers._geometry import LevelGeometry
@@ -43,8 +44,8 @@ def _class_key(code: str | None) -> str:
 
 def _group_order(present: set[str]) -> list[str]:
     """Catalogue order, then unknown codes, then the unidentified bin: stable group numbers."""
-    known = [c for c in CELL_CLASSES if c in present]
-    others = sorted(present - set(CELL_CLASSES) - {UNIDENTIFIED})
+    known = [c for c in CLASS_CODES if c in present]
+    others = sorted(present - set(CLASS_CODES) - {UNIDENTIFIED})
     return known + others + ([UNIDENTIFIED] if UNIDENTIFIED in present else [])
 
 

@@ -28,8 +28,8 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
-from acquisition.catalogue import CLASS_BY_CODE
-from ai.catalogue import CELL_CLASSES, UNIDENTIFIED
+from acquisition import CLASS_BY_CODE, CLASS_CODES
+from ai.catalogue import UNIDENTIFIED
 from dicom_store.writers.regions import QUALITY_CLASSES
 
 SCHEME = "MARROWLINK"
@@ -135,7 +135,7 @@ def all_local_codes() -> list[Code]:
     """Every MARROWLINK code, for documentation and the tests that pin values and meanings."""
     codes = [DIFFERENTIAL, CLASS_PROBABILITY, QUALITY_SCORE, TOTAL_CLASSED, REGION_CELL_COUNT]
     codes += [CRITICAL_CELLS, ANALYSED_REGION]
-    for code in (*CELL_CLASSES, UNIDENTIFIED):
+    for code in (*CLASS_CODES, UNIDENTIFIED):
         codes += [cell_class(code), class_count(code)]
         if code not in PERCENT_LOINC:
             codes.append(class_percent(code))

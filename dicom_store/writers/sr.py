@@ -31,7 +31,8 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as sr_codes
 from pydicom.uid import generate_uid
 
-from ai.catalogue import CELL_CLASSES, CRITICAL_CLASSES, ERYTHROID_CLASSES, NOT_CLASSED, UNIDENTIFIED
+from acquisition import CLASS_CODES, CRITICAL_CODES, ERYTHROID_CODES, NOT_CLASSED_CODES
+from ai.catalogue import UNIDENTIFIED
 from ai.results import Differential
 from dicom_store.writers import codes
 from dicom_store.writers._common import MANUFACTURER, describe, device_uid
@@ -212,12 +213,12 @@ def _observation_context(
 
 def reported_classes(differential: Differential) -> list[str]:
     """Every catalogue class (zeros are results too), then any other code, then the unidentified bin."""
-    extra = sorted(set(differential.counts) - set(CELL_CLASSES) - {UNIDENTIFIED})
-    return [*CELL_CLASSES, *extra, UNIDENTIFIED]
+    extra = sorted(set(differential.counts) - set(CLASS_CODES) - {UNIDENTIFIED})
+    return [*CLASS_CODES, *extra, UNIDENTIFIED]
 
 
 def _differential_measurements(differential: Differential) -> list[hd.sr.Measurement]:
-    not_classed = {*NOT_CLASSED, UNIDENTIFIED}
+    not_classed = {*NOT_CLASSED_CODES, UNIDENTIFIED}
     measurements = []
     for code in reported_classes(differential):
         count = differential.counts.get(code, 0)
@@ -227,7 +228,7 @@ def _differential_measurements(differential: Differential) -> list[hd.sr.Measure
             percent = differential.percent.get(code, 0.0)
             measurements.append(hd.sr.Measurement(codes.class_percent(code), round(percent, 4), codes.PERCENT))
     if differential.total_classed:
-        erythroid = sum(differential.percent.get(c, 0.0) for c in ERYTHROID_CLASSES)
+        erythroid = sum(differential.percent.get(c, 0.0) for c in ERYTHROID_CODES)
         measurements.append(hd.sr.Measurement(codes.ERYTHROID_PERCENT, round(erythroid, 4), codes.PERCENT))
     if differential.me_ratio is not None:
         measurements.append(hd.sr.Measurement(codes.ME_RATIO, round(differential.me_ratio, 4), codes.RATIO))
@@ -237,7 +238,7 @@ def _differential_measurements(differential: Differential) -> list[hd.sr.Measure
 
 
 def _critical_flags(differential: Differential) -> list[hd.sr.QualitativeEvaluation]:
-    critical = {code: differential.critical.get(code, differential.counts.get(code, 0)) for code in CRITICAL_CLASSES}
+    critical = {code: differential.critical.get(code, differential.counts.get(code, 0)) for code in CRITICAL_CODES}
     flags = [
         hd.sr.QualitativeEvaluation(codes.CRITICAL_CELLS, codes.PRESENT if any(critical.values()) else codes.ABSENT)
     ]
