@@ -1,4 +1,4 @@
-"""Typed results that `ai` hands to the rest of marrowlink (dicom_store writers, hl7.build_oru, api).
+"""Typed results that `ai` hands to the rest of marrowlink (the DICOM writers in ai.dicom, hl7.build_oru, api).
 
 Plain dataclasses over numpy and built-ins: importing them must not import TensorFlow.
 """

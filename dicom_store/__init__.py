@@ -1,4 +1,4 @@
-"""dicom_store: the DICOM archive (blob store, SQL index, DICOMweb, DIMSE) and result writers.
+"""dicom_store: the DICOM archive alone: blob store, SQL index, DICOMweb, DIMSE.
 
 Public surface: `Store` (store/get/frames/search), its errors, and the query levels. Protocol
 front-ends (DICOMweb, DIMSE) are thin layers over `Store`.
@@ -19,10 +19,6 @@ def __getattr__(name: str):  # type: ignore[no-untyped-def]
         from dicom_store.dicomweb import dicomweb_app
 
         return dicomweb_app
-    if name == "writers":  # SEG/ANN/SR writers: highdicom and cv2 load only when results are written
-        import importlib
-
-        return importlib.import_module("dicom_store.writers")
     raise AttributeError(f"module 'dicom_store' has no attribute {name!r}")
 
 
@@ -43,5 +39,4 @@ __all__ = [
     "UnsupportedQuery",
     "dicomweb_app",
     "parse_query",
-    "writers",
 ]

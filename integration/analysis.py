@@ -1,7 +1,7 @@
 """Slide analysis: a stored scan in, AI results (AOI ANN, SEG, cell ANN, TID 1500 SR) stored back.
 
 The steps follow the data: the Store gives the overview and the captured 40x regions
-(`dicom_store.slides`), `ai` finds and classifies cells on numpy arrays, `dicom_store.writers` turns
+(`dicom_store.slides`), `ai` finds and classifies cells on numpy arrays, `ai.dicom` turns
 typed results into DICOM, and everything is stored only when every object was built, so a failed run
 leaves nothing behind. Each run is a new series (a new algorithm run), never an overwrite.
 """
@@ -162,7 +162,7 @@ def algorithm_info(models: AnalysisModels):  # type: ignore[no-untyped-def]
     import hashlib
     from importlib.metadata import version
 
-    from dicom_store.writers import AlgorithmInfo
+    from ai.dicom import AlgorithmInfo
 
     seg_card, cls_card = models.segmenter.card, models.classifier.card  # type: ignore[attr-defined]
     combined = hashlib.sha256(f"{seg_card.weights_sha256}:{cls_card.weights_sha256}".encode()).hexdigest()
@@ -191,9 +191,10 @@ def next_series_number(store: Store, study_instance_uid: str) -> int:
 
 def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root: str) -> list:  # type: ignore[no-untyped-def]
     """SEG, cell ANN (+ AOI ANN in the same series) and the preliminary SR, built in memory."""
-    from dicom_store.writers import (
+    from ai.dicom import (
         AnalysisRegion,
         AoiTile,
+        SeriesSlot,
         write_aoi_annotations,
         write_cell_annotations,
         write_cell_segmentation,
@@ -210,8 +211,8 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
     seg = ann = aoi = None
     if analysis.cell_count:
         # SEG and ANN need at least one cell; a slide without cells still gets its (empty) SR.
-        seg = write_cell_segmentation(source, regions, algorithm, uid_root=uid_root, series_number=first)
-        ann = write_cell_annotations(source, regions, algorithm, uid_root=uid_root, series_number=first + 1)
+        seg = write_cell_segmentation(source, regions, algorithm, series=SeriesSlot(uid_root, first))
+        ann = write_cell_annotations(source, regions, algorithm, series=SeriesSlot(uid_root, first + 1))
         objects += [seg, ann]
     if analysis.aoi_tiles and analysis.slide.overview is not None:
         tiles = [AoiTile(*tile) for tile in analysis.aoi_tiles]
@@ -220,10 +221,9 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
             overview,
             tiles,
             algorithm,
-            uid_root=uid_root,
-            series_number=first + 1,
-            series_instance_uid=str(ann.SeriesInstanceUID) if ann is not None else None,
-            instance_number=2,
+            series=SeriesSlot(
+                uid_root, first + 1, str(ann.SeriesInstanceUID) if ann is not None else None, instance_number=2
+            ),
         )
         objects.append(aoi)
     sr = write_differential_report(
@@ -233,8 +233,7 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
         differential=analysis.differential,
         algorithm=algorithm,
         regions=regions,
-        uid_root=uid_root,
-        series_number=first + 2,
+        series=SeriesSlot(uid_root, first + 2),
         status="preliminary",
         evidence=[aoi] if aoi is not None else (),
     )

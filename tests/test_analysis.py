@@ -14,8 +14,8 @@ import highdicom as hd
 import pytest
 
 from acquisition import plan_scan, simulate_slide, write_metafer_export
+from ai.dicom import read_differential_report
 from dicom_store import Store
-from dicom_store.writers import read_differential_report
 from integration.analysis import AnalysisModels, run_analysis
 from integration.scans import import_scan
 

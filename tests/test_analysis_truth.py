@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from acquisition import CRITICAL_CODES, plan_scan, simulate_slide, write_metafer_export
+from ai.dicom import read_differential_report
 from dicom_store import Store
-from dicom_store.writers import read_differential_report
 from integration.analysis import AnalysisModels, run_analysis
 from integration.database import open_index
 from integration.scans import import_scan

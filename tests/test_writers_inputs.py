@@ -7,11 +7,11 @@ import pytest
 
 from acquisition import CLASS_CODES
 from ai.catalogue import UNIDENTIFIED
-from ai.results import Cell, CellDetections, Differential
-from dicom_store.writers import (
+from ai.dicom import (
     AlgorithmInfo,
     AnalysisRegion,
     AoiTile,
+    SeriesSlot,
     VerifyingObserver,
     codes,
     read_differential_report,
@@ -19,6 +19,7 @@ from dicom_store.writers import (
     write_cell_segmentation,
     write_differential_report,
 )
+from ai.results import Cell, CellDetections, Differential
 from tests.test_writers_support import CLS_ALGORITHM, SIGNER, UID_ROOT, results, scan
 
 
@@ -43,14 +44,14 @@ def test_cells_outside_their_region_or_regions_outside_the_slide_are_refused() -
     source = scan().sparse
     outside = _region([_cell([[1, 1], [150, 1], [150, 5]])])
     with pytest.raises(ValueError, match="leaves the 100x100 region"):
-        write_cell_annotations(source, [outside], CLS_ALGORITHM, uid_root=UID_ROOT, series_number=1)
+        write_cell_annotations(source, [outside], CLS_ALGORITHM, series=SeriesSlot(UID_ROOT, 1))
     far = _region([_cell([[1, 1], [5, 1], [5, 5]])], column=source.TotalPixelMatrixColumns - 50)
     with pytest.raises(ValueError, match="total pixel matrix"):
-        write_cell_annotations(source, [far], CLS_ALGORITHM, uid_root=UID_ROOT, series_number=1)
+        write_cell_annotations(source, [far], CLS_ALGORITHM, series=SeriesSlot(UID_ROOT, 1))
     with pytest.raises(ValueError, match="at least one non-empty frame"):
-        write_cell_segmentation(source, [_region([])], CLS_ALGORITHM, uid_root=UID_ROOT, series_number=1)
+        write_cell_segmentation(source, [_region([])], CLS_ALGORITHM, series=SeriesSlot(UID_ROOT, 1))
     with pytest.raises(ValueError, match="VL Whole Slide"):
-        write_cell_annotations(results().seg, [_region([])], CLS_ALGORITHM, uid_root=UID_ROOT, series_number=1)
+        write_cell_annotations(results().seg, [_region([])], CLS_ALGORITHM, series=SeriesSlot(UID_ROOT, 1))
 
 
 def test_detections_at_another_scale_are_mapped_to_the_level() -> None:
@@ -68,7 +69,7 @@ def test_report_states_need_the_right_signatures() -> None:
     s, r = scan(), results()
     common = {
         "source": s.sparse, "seg": None, "ann": None, "differential": s.differential, "algorithm": CLS_ALGORITHM,
-        "regions": s.regions, "uid_root": UID_ROOT, "series_number": 1,
+        "regions": s.regions, "series": SeriesSlot(UID_ROOT, 1),
     }  # fmt: skip
     with pytest.raises(ValueError, match="needs the verifying_observer"):
         write_differential_report(**common, status="final")
@@ -140,8 +141,7 @@ def test_a_run_without_cells_still_reports_zero_counts() -> None:
         differential=Differential.from_classes([]),
         algorithm=CLS_ALGORITHM,
         regions=empty,
-        uid_root=UID_ROOT,
-        series_number=1,
+        series=SeriesSlot(UID_ROOT, 1),
     )
     report = read_differential_report(sr)
     assert report["total"] == 0 and set(report["counts"].values()) == {0}

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from pydicom.uid import VLWholeSlideMicroscopyImageStorage
 
+from acquisition.wsi import LevelGeometry
 from ai.catalogue import UNIDENTIFIED
-from dicom_store.writers import read_differential_report
-from dicom_store.writers._geometry import LevelGeometry
-from dicom_store.writers.seg import cell_masks
+from ai.dicom import read_differential_report
+from ai.dicom.seg import cell_masks
 from tests.test_writers_support import SIGNER, results, scan
 
 

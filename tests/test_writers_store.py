@@ -7,8 +7,8 @@ from pathlib import Path
 import highdicom as hd
 import pytest
 
+from ai.dicom import read_differential_report
 from dicom_store import Level, Store
-from dicom_store.writers import read_differential_report
 from tests.test_writers_support import results, scan
 
 

@@ -18,17 +18,18 @@ from pydicom.uid import generate_uid
 
 from acquisition.wsi import FovCapture, Patient, PixelGrid, SlideContext, encode_slide
 from ai.catalogue import UNIDENTIFIED
-from ai.results import Cell, CellDetections, Differential
-from dicom_store.writers import (
+from ai.dicom import (
     AlgorithmInfo,
     AnalysisRegion,
     AoiTile,
+    SeriesSlot,
     VerifyingObserver,
     write_aoi_annotations,
     write_cell_annotations,
     write_cell_segmentation,
     write_differential_report,
 )
+from ai.results import Cell, CellDetections, Differential
 
 UID_ROOT = "1.2.826.0.1.3680043.8.498."
 FOV_PX = 0.08625
@@ -154,17 +155,18 @@ SIGNER = VerifyingObserver("Pathologist^Paula", "Marrow Lab", "ppath")
 def results() -> Results:
     """All objects of one analysis run (a series per modality), then the sign-off and a correction."""
     s = scan()
-    common = {"uid_root": UID_ROOT}
-    seg = write_cell_segmentation(s.sparse, s.regions, SEG_ALGORITHM, series_number=900, **common)
+    seg = write_cell_segmentation(s.sparse, s.regions, SEG_ALGORITHM, series=SeriesSlot(UID_ROOT, 900))
     # Both annotation objects of the run share one ANN series; a series never mixes modalities.
-    ann_series = {"series_instance_uid": generate_uid(UID_ROOT), "series_number": 901, **common}
-    ann = write_cell_annotations(s.sparse, s.regions, CLS_ALGORITHM, instance_number=1, **ann_series)
-    aoi = write_aoi_annotations(s.overview, s.tiles, AOI_ALGORITHM, instance_number=2, **ann_series)
+    ann_series = generate_uid(UID_ROOT)
+    ann = write_cell_annotations(s.sparse, s.regions, CLS_ALGORITHM, series=SeriesSlot(UID_ROOT, 901, ann_series))
+    aoi = write_aoi_annotations(
+        s.overview, s.tiles, AOI_ALGORITHM, series=SeriesSlot(UID_ROOT, 901, ann_series, instance_number=2)
+    )
     report = {"source": s.sparse, "seg": seg, "ann": ann, "algorithm": CLS_ALGORITHM, "regions": s.regions}
     preliminary = write_differential_report(
-        **report, differential=s.differential, evidence=[aoi, s.overview], series_number=902, **common
+        **report, differential=s.differential, evidence=[aoi, s.overview], series=SeriesSlot(UID_ROOT, 902)
     )
-    signed = {"uid_root": UID_ROOT, "series_number": 903, "verifying_observer": SIGNER}
+    signed = {"series": SeriesSlot(UID_ROOT, 903), "verifying_observer": SIGNER}
     final = write_differential_report(**report, differential=s.differential, status="final", **signed)
     corrected_classes = [
         "BLA" if c.cell_class == "MYB" else c.cell_class for r in s.regions for c in r.detections.cells

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from wsidicom import WsiDicom
 
-from acquisition.wsi import FovCapture, Patient, SlideContext, encode_slide, stage_to_slide
+from acquisition.wsi import FovCapture, LevelGeometry, Patient, PixelGrid, SlideContext, encode_slide, stage_to_slide
 from tests.conftest import require_program
 
 FOV_PX = 0.08625
@@ -125,6 +125,21 @@ def test_plane_positions_match_stage_positions(scan) -> None:
         expected = stage_to_slide(origin[0] + column * FOV_PX, origin[1] + row * FOV_PX)
         assert abs(float(position.XOffsetInSlideCoordinateSystem) - expected.x_mm) < 1e-5
         assert abs(float(position.YOffsetInSlideCoordinateSystem) - expected.y_mm) < 1e-5
+
+
+def test_the_encoder_grid_and_the_level_geometry_read_back_agree(scan) -> None:
+    """One geometry model: what PixelGrid placed, LevelGeometry (what the result writers use) reads back."""
+    origin = scan["origin"]
+    points = np.random.default_rng(1).uniform(0, 800, size=(20, 2))
+    for ds in scan["datasets"]:
+        pixel_um = float(ds.SharedFunctionalGroupsSequence[0].PixelMeasuresSequence[0].PixelSpacing[0]) * 1000
+        grid = PixelGrid(*origin, pixel_um, int(ds.TotalPixelMatrixColumns), int(ds.TotalPixelMatrixRows))
+        read_back = LevelGeometry.of(ds)
+        assert read_back.pixel_size_um == pytest.approx(pixel_um)
+        for (column, row), (x_mm, y_mm, _) in zip(points, read_back.image_to_slide(points), strict=True):
+            # DICOM's origin is the centre of the first pixel, the grid's its corner: half a pixel apart.
+            expected = grid.pixel_to_slide(column - 0.5, row - 0.5)
+            assert (x_mm, y_mm) == pytest.approx((expected.x_mm, expected.y_mm), abs=1e-6)
 
 
 def test_bad_overview_is_refused(scan) -> None:

@@ -2,12 +2,13 @@
 
 from acquisition.wsi.context import Equipment, Patient, SlideContext
 from acquisition.wsi.encode import FovCapture, encode_slide
-from acquisition.wsi.geometry import IMAGE_ORIENTATION_SLIDE, PixelGrid, stage_to_slide
+from acquisition.wsi.geometry import IMAGE_ORIENTATION_SLIDE, LevelGeometry, PixelGrid, stage_to_slide
 
 __all__ = [
     "IMAGE_ORIENTATION_SLIDE",
     "Equipment",
     "FovCapture",
+    "LevelGeometry",
     "Patient",
     "PixelGrid",
     "SlideContext",

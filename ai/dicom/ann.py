@@ -13,14 +13,13 @@ from collections.abc import Sequence
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
-from acquisition import CLASS_CODES
+from acquisition import CLASS_CODES, QUALITY_CLASSES
+from acquisition.wsi import LevelGeometry
 from ai.catalogue import UNIDENTIFIED
-from dicom_store.writers import codes
-from dicom_store.writers._common import MANUFACTURER, MODEL_NAME, algorithm_identification, describe
-from dicom_store.writers._geometry import LevelGeometry
-from dicom_store.writers.regions import QUALITY_CLASSES, AlgorithmInfo, AnalysisRegion, AoiTile
+from ai.dicom import codes
+from ai.dicom.common import MANUFACTURER, MODEL_NAME, algorithm_identification, describe
+from ai.dicom.regions import AlgorithmInfo, AnalysisRegion, AoiTile, SeriesSlot
 
 #: Group colours by lineage family, critical forms in warm saturated colours so they stand out.
 _CLASS_COLOURS = {
@@ -54,11 +53,7 @@ def write_cell_annotations(
     regions: Sequence[AnalysisRegion],
     algorithm: AlgorithmInfo,
     *,
-    uid_root: str,
-    series_number: int,
-    series_instance_uid: str | None = None,
-    sop_instance_uid: str | None = None,
-    instance_number: int = 1,
+    series: SeriesSlot,
 ) -> hd.ann.MicroscopyBulkSimpleAnnotations:
     """Write every cell as a POLYGON in slide coordinates, one annotation group per class.
 
@@ -70,14 +65,8 @@ def write_cell_annotations(
         The analysed rectangles with their cells (cells with class None go to the unidentified bin).
     algorithm: AlgorithmInfo
         The classification algorithm (it decides the groups).
-    uid_root: str
-        UID root for new UIDs.
-    series_number: int
-        Series Number of the result series.
-    series_instance_uid, sop_instance_uid: str, optional
-        Given to put several objects of one modality in one series (a series never mixes modalities).
-    instance_number: int
-        Instance Number.
+    series: SeriesSlot
+        UID root, series and instance number of the new object.
 
     Returns
     -------
@@ -105,7 +94,7 @@ def write_cell_annotations(
         groups.append(
             hd.ann.AnnotationGroup(
                 number=number,
-                uid=generate_uid(uid_root),
+                uid=series.new_uid(),
                 label=code,
                 annotated_property_category=codes.ANATOMICAL_STRUCTURE,
                 annotated_property_type=codes.cell_class(code),
@@ -121,10 +110,7 @@ def write_cell_annotations(
                 display_color=hd.color.CIELabColor.from_string(_CLASS_COLOURS.get(code, "white")),
             )
         )
-    return _annotations(
-        source, groups, algorithm, _CELLS_WHAT, uid_root, series_number,
-        series_instance_uid, sop_instance_uid, instance_number,
-    )  # fmt: skip
+    return _annotations(source, groups, algorithm, _CELLS_WHAT, series)
 
 
 def write_aoi_annotations(
@@ -132,11 +118,7 @@ def write_aoi_annotations(
     tiles: Sequence[AoiTile],
     algorithm: AlgorithmInfo,
     *,
-    uid_root: str,
-    series_number: int,
-    series_instance_uid: str | None = None,
-    sop_instance_uid: str | None = None,
-    instance_number: int = 1,
+    series: SeriesSlot,
 ) -> hd.ann.MicroscopyBulkSimpleAnnotations:
     """Write the AOI grid: each tile a 4-point POLYGON, one group per quality class, with its score.
 
@@ -148,8 +130,8 @@ def write_aoi_annotations(
         Grid tiles in overview pixels with quality class and score.
     algorithm: AlgorithmInfo
         The AOI classifier.
-    uid_root, series_number, series_instance_uid, sop_instance_uid, instance_number
-        As for `write_cell_annotations`.
+    series: SeriesSlot
+        UID root, series and instance number of the new object.
     """
     geometry = LevelGeometry.of(overview_source)
     geometry.check_inside([(t.column, t.row, t.width, t.height) for t in tiles], "AOI tile")
@@ -161,7 +143,7 @@ def write_aoi_annotations(
         groups.append(
             hd.ann.AnnotationGroup(
                 number=len(groups) + 1,
-                uid=generate_uid(uid_root),
+                uid=series.new_uid(),
                 label=name,
                 annotated_property_category=codes.SPATIAL_AND_RELATIONAL_CONCEPT,
                 annotated_property_type=codes.quality_class(name),
@@ -180,10 +162,7 @@ def write_aoi_annotations(
         )
     if not groups:
         raise ValueError("no AOI tiles: an annotation object needs at least one annotation")
-    return _annotations(
-        overview_source, groups, algorithm, _AOI_WHAT, uid_root, series_number,
-        series_instance_uid, sop_instance_uid, instance_number,
-    )  # fmt: skip
+    return _annotations(overview_source, groups, algorithm, _AOI_WHAT, series)
 
 
 def _annotations(
@@ -191,20 +170,13 @@ def _annotations(
     groups: list[hd.ann.AnnotationGroup],
     algorithm: AlgorithmInfo,
     what: str,
-    uid_root: str,
-    series_number: int,
-    series_instance_uid: str | None,
-    sop_instance_uid: str | None,
-    instance_number: int,
+    series: SeriesSlot,
 ) -> hd.ann.MicroscopyBulkSimpleAnnotations:
     ann = hd.ann.MicroscopyBulkSimpleAnnotations(
         source_images=[source],
         annotation_coordinate_type=hd.ann.AnnotationCoordinateTypeValues.SCOORD3D,
         annotation_groups=groups,
-        series_instance_uid=series_instance_uid or generate_uid(uid_root),
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid or generate_uid(uid_root),
-        instance_number=instance_number,
+        **series.identity(),
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MODEL_NAME,
         software_versions=f"{algorithm.name} {algorithm.version}"[:64],

@@ -28,9 +28,8 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 from pydicom.sr.coding import Code
 
-from acquisition import CLASS_BY_CODE, CLASS_CODES
+from acquisition import CLASS_BY_CODE, CLASS_CODES, QUALITY_CLASSES
 from ai.catalogue import UNIDENTIFIED
-from dicom_store.writers.regions import QUALITY_CLASSES
 
 SCHEME = "MARROWLINK"
 SCHEME_NAME = "marrowlink bone marrow cytomorphology codes"

@@ -29,15 +29,14 @@ import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes as sr_codes
-from pydicom.uid import generate_uid
 
 from acquisition import CLASS_CODES, CRITICAL_CODES, ERYTHROID_CODES, NOT_CLASSED_CODES
+from acquisition.wsi import LevelGeometry
 from ai.catalogue import UNIDENTIFIED
+from ai.dicom import codes
+from ai.dicom.common import MANUFACTURER, describe, device_uid
+from ai.dicom.regions import AlgorithmInfo, AnalysisRegion, SeriesSlot, VerifyingObserver
 from ai.results import Differential
-from dicom_store.writers import codes
-from dicom_store.writers._common import MANUFACTURER, describe, device_uid
-from dicom_store.writers._geometry import LevelGeometry
-from dicom_store.writers.regions import AlgorithmInfo, AnalysisRegion, VerifyingObserver
 
 Status = Literal["preliminary", "final", "corrected"]
 STATUSES: tuple[str, ...] = ("preliminary", "final", "corrected")
@@ -51,15 +50,11 @@ def write_differential_report(
     differential: Differential,
     algorithm: AlgorithmInfo,
     regions: Sequence[AnalysisRegion],
-    uid_root: str,
-    series_number: int,
+    series: SeriesSlot,
     status: Status = "preliminary",
     verifying_observer: VerifyingObserver | None = None,
     predecessor: Dataset | None = None,
     evidence: Sequence[Dataset] = (),
-    series_instance_uid: str | None = None,
-    sop_instance_uid: str | None = None,
-    instance_number: int = 1,
     institution_name: str | None = None,
 ) -> hd.sr.Comprehensive3DSR:
     """Write the differential as a TID 1500 Comprehensive 3D SR.
@@ -78,10 +73,8 @@ def write_differential_report(
         The classification algorithm: device observer and Algorithm Identification (TID 4019).
     regions: Sequence[AnalysisRegion]
         The analysed rectangles: one planar ROI group (SCOORD3D polygon, cell count) each.
-    uid_root: str
-        UID root for new UIDs.
-    series_number: int
-        Series Number.
+    series: SeriesSlot
+        UID root, series and instance number of the new object.
     status: {"preliminary", "final", "corrected"}
         Result state; see the module docstring for the flags each one sets.
     verifying_observer: VerifyingObserver, optional
@@ -90,10 +83,6 @@ def write_differential_report(
         The SR this one supersedes; required for "corrected", refused otherwise.
     evidence: Sequence[pydicom.Dataset]
         Further instances to reference (e.g. the AOI annotations, the overview).
-    series_instance_uid, sop_instance_uid: str, optional
-        Given to put several objects of one modality in one series (a series never mixes modalities).
-    instance_number: int
-        Instance Number.
     institution_name: str, optional
         Institution Name.
     """
@@ -109,7 +98,7 @@ def write_differential_report(
     groups: list[hd.sr.MeasurementsAndQualitativeEvaluations | hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations]
     groups = [
         hd.sr.MeasurementsAndQualitativeEvaluations(
-            tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(uid_root), identifier="Differential"),
+            tracking_identifier=hd.sr.TrackingIdentifier(uid=series.new_uid(), identifier="Differential"),
             finding_type=codes.DIFFERENTIAL,
             algorithm_id=identification,
             measurements=_differential_measurements(differential),
@@ -121,7 +110,7 @@ def write_differential_report(
         ring = geometry.image_to_slide(region.corners())
         groups.append(
             hd.sr.PlanarROIMeasurementsAndQualitativeEvaluations(
-                tracking_identifier=hd.sr.TrackingIdentifier(uid=generate_uid(uid_root), identifier=f"Region {index}"),
+                tracking_identifier=hd.sr.TrackingIdentifier(uid=series.new_uid(), identifier=f"Region {index}"),
                 # SR POLYGONs are closed explicitly (unlike ANN): the first point ends the ring.
                 referenced_region=hd.sr.ImageRegion3D(
                     graphic_type=hd.sr.GraphicTypeValues3D.POLYGON,
@@ -134,7 +123,7 @@ def write_differential_report(
             )
         )
     report = hd.sr.MeasurementReport(
-        observation_context=_observation_context(source, algorithm, uid_root, verifying_observer),
+        observation_context=_observation_context(source, algorithm, series.uid_root, verifying_observer),
         procedure_reported=codes.IMAGING_PROCEDURE,
         imaging_measurements=groups,
     )
@@ -142,10 +131,7 @@ def write_differential_report(
     sr = hd.sr.Comprehensive3DSR(
         evidence=[source, *(d for d in (seg, ann) if d is not None), *evidence],
         content=report,
-        series_instance_uid=series_instance_uid or generate_uid(uid_root),
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid or generate_uid(uid_root),
-        instance_number=instance_number,
+        **series.identity(),
         manufacturer=MANUFACTURER,
         is_complete=True,
         is_final=verified,

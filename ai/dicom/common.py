@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from dicom_store.writers.regions import AlgorithmInfo
+from ai.dicom.regions import AlgorithmInfo
 
 RESEARCH_NOTICE = "AI (research use only)"
 MANUFACTURER = "marrowlink"

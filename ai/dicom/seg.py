@@ -17,12 +17,11 @@ import cv2
 import highdicom as hd
 import numpy as np
 from pydicom.dataset import Dataset
-from pydicom.uid import generate_uid
 
-from dicom_store.writers import codes
-from dicom_store.writers._common import MANUFACTURER, MODEL_NAME, algorithm_identification, describe
-from dicom_store.writers._geometry import LevelGeometry
-from dicom_store.writers.regions import AlgorithmInfo, AnalysisRegion
+from acquisition.wsi import LevelGeometry
+from ai.dicom import codes
+from ai.dicom.common import MANUFACTURER, MODEL_NAME, algorithm_identification, describe
+from ai.dicom.regions import AlgorithmInfo, AnalysisRegion, SeriesSlot
 
 SEGMENT_LABEL = "Nucleated cell"
 
@@ -61,11 +60,7 @@ def write_cell_segmentation(
     regions: Sequence[AnalysisRegion],
     algorithm: AlgorithmInfo,
     *,
-    uid_root: str,
-    series_number: int,
-    series_instance_uid: str | None = None,
-    sop_instance_uid: str | None = None,
-    instance_number: int = 1,
+    series: SeriesSlot,
 ) -> hd.seg.Segmentation:
     """Write the nucleated-cell masks of the analysed regions as a BINARY, TILED_SPARSE SEG.
 
@@ -78,14 +73,8 @@ def write_cell_segmentation(
         The analysed rectangles with their cells.
     algorithm: AlgorithmInfo
         The segmentation algorithm (Segment Algorithm Name/Version, Algorithm Identification).
-    uid_root: str
-        UID root for new UIDs (Series/SOP Instance UID when not given).
-    series_number: int
-        Series Number of the result series.
-    series_instance_uid, sop_instance_uid: str, optional
-        Given to put several objects of one modality in one series (a series never mixes modalities).
-    instance_number: int
-        Instance Number.
+    series: SeriesSlot
+        UID root, series and instance number of the new object.
 
     Returns
     -------
@@ -109,7 +98,7 @@ def write_cell_segmentation(
         segmented_property_type=codes.CELL,
         algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
         algorithm_identification=algorithm_identification(algorithm),
-        tracking_uid=generate_uid(uid_root),
+        tracking_uid=series.new_uid(),
         tracking_id="nucleated cells",
         primary_anatomic_structures=[codes.BONE_MARROW],
     )
@@ -118,10 +107,7 @@ def write_cell_segmentation(
         pixel_array=frames,
         segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
         segment_descriptions=[segment],
-        series_instance_uid=series_instance_uid or generate_uid(uid_root),
-        series_number=series_number,
-        sop_instance_uid=sop_instance_uid or generate_uid(uid_root),
-        instance_number=instance_number,
+        **series.identity(),
         manufacturer=MANUFACTURER,
         manufacturer_model_name=MODEL_NAME,
         software_versions=f"{algorithm.name} {algorithm.version}"[:64],

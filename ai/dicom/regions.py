@@ -9,15 +9,15 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+from pydicom.uid import generate_uid
 
+from acquisition import QUALITY_CLASSES
 from ai.results import CellDetections
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
-
-#: The AOI network's quality classes (acquisition/catalogue.py, DESIGN §4), in output order.
-QUALITY_CLASSES: tuple[str, ...] = ("optimal", "acceptable", "too_dense", "too_sparse", "artefact", "background")
 
 
 @dataclass(frozen=True)
@@ -183,3 +183,38 @@ class VerifyingObserver:
     def __post_init__(self) -> None:
         if not self.name or not self.organization:
             raise ValueError("VerifyingObserver name and organization are required")
+
+
+@dataclass(frozen=True)
+class SeriesSlot:
+    """Where a result object goes: the UID root for its new UIDs, its series and its number in it.
+
+    Parameters
+    ----------
+    uid_root: str
+        UID root for new UIDs (Series/SOP Instance UID when not given, tracking UIDs).
+    series_number: int
+        Series Number of the result series.
+    series_instance_uid, sop_instance_uid: str, optional
+        Given to put several objects of one modality in one series (a series never mixes modalities).
+    instance_number: int
+        Instance Number.
+    """
+
+    uid_root: str
+    series_number: int
+    series_instance_uid: str | None = None
+    sop_instance_uid: str | None = None
+    instance_number: int = 1
+
+    def new_uid(self) -> str:
+        return generate_uid(self.uid_root)
+
+    def identity(self) -> dict[str, Any]:
+        """The series and instance keywords of highdicom's constructors, new UIDs where none was given."""
+        return {
+            "series_instance_uid": self.series_instance_uid or self.new_uid(),
+            "series_number": self.series_number,
+            "sop_instance_uid": self.sop_instance_uid or self.new_uid(),
+            "instance_number": self.instance_number,
+        }
