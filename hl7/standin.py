@@ -1,6 +1,6 @@
 """A small LIS stand-in: receives any HL7 message over MLLP, reports it, answers ACK (AA/AE/AR).
 
-For integrators (`marrowlink hl7 listen`) and the demo; the benchmark's peer is `hl7.benchpeer`. It keeps
+For integrators (`marrowlink hl7 listen`) and the demo; the benchmark's peer is `integration.bench.peers`. It keeps
 one hl7apy ACK message per answer code and only changes MSH-7/MSH-10/MSA-2/MSH-5/6 per message: building a
 fresh hl7apy message costs ~2 ms per answer.
 """

@@ -14,7 +14,7 @@ import pydicom
 import pytest
 
 from dicom_store import Store
-from dicom_store.bench_dimse import write_wsi_series
+from integration.bench.dimse import write_wsi_series
 from integration.database import open_index
 from tests.conftest import dcmtk
 from tests.servers import marrowlink_server

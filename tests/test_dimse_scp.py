@@ -421,7 +421,7 @@ def test_negotiation_accepts_archive_classes_in_the_proposed_syntax(light_scp: D
 
 def test_sender_killed_mid_transfer_leaves_nothing(sqlite_store: Store, tmp_path: Path) -> None:
     """kill -9 of storescu during a large WSI: no partial file in the temp folder, nothing stored."""
-    from dicom_store.bench_dimse import write_wsi_series
+    from integration.bench.dimse import write_wsi_series
 
     (big,) = write_wsi_series(tmp_path / "big", size_mb=150, instances=1)
     spool = sqlite_store.blobs.tmp  # data sets are received straight into the blob store's temp folder

@@ -23,12 +23,12 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from hl7 import Outbox, OutboxSender, RetryPolicy, read_ack
-from hl7.bench import oru_payloads
-from hl7.benchpeer import BenchLis, raw_control_id
 from hl7.encoding import first_segment, normalise_segments, read_header
 from hl7.mllp import FrameDecoder
 from hl7.mllp_blocking import BlockingMllpConnection
 from hl7.outbox import _record_statement
+from integration.bench.mllp import oru_payloads
+from integration.bench.peers import BenchLis, raw_control_id
 from integration.database import open_index
 
 

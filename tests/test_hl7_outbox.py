@@ -28,8 +28,8 @@ from hl7 import (
 )
 from hl7.encoding import read_header
 from hl7.mllp import FrameDecoder
-from hl7.testing import Hl7apyLis
 from tests.conftest import free_port
+from tests.lis_peer import Hl7apyLis
 
 # hl7apy's server reads byte by byte and validates strictly: ~0.3 s per ORU on a busy 2-core machine.
 # ack_timeout is generous: the peer validates every ORU with hl7apy (0.1–0.2 s each, many times that on a

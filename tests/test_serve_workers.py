@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dicom_store.dicomweb.loadtest import listeners
+from integration.bench.load import listeners
 from tests.dicom_factory import wsi_level
 from tests.servers import marrowlink_server
 from tests.test_dicomweb_support import TOKENS, WRITE, multipart_body, part10, stow_headers

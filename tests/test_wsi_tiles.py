@@ -143,7 +143,7 @@ def test_importing_the_encode_path_loads_no_highdicom_cv2_or_database() -> None:
 
 
 def test_bench_measures_the_child_alone(tmp_path: Path) -> None:
-    from acquisition.wsi import bench
+    from integration.bench import wsi as bench
 
     jpeg = tmp_path / "a.jpg"
     jpeg.write_bytes(imagecodecs.jpeg8_encode(np.zeros((37, 53, 3), np.uint8)))

@@ -11,32 +11,14 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from acquisition import CLASS_CODES, CRITICAL_CODES, QUALITY_CLASSES
-from ai.models import ModelCard, save_model
-
-
-@dataclass
-class TrainOptions:
-    epochs: int = 10
-    batch_size: int = 32
-    steps_per_epoch: int | None = None
-    learning_rate: float = 2e-3
-    patience: int = 6
-    input_size: int | None = None
-    val_fraction: float = 0.1
-    seed: int = 0
-    weights: str | None = None  # 'imagenet' where it can be downloaded
-    arch_params: dict[str, Any] | None = None
-    verbose: int | None = None
-    seg_scale: float = 0.25  # working resolution relative to the 40x FOV
-    threads: int | None = None
-    init_from: str | None = None  # a model folder of the same arch: fine-tune from its weights
+from ai.models import ModelCard
+from ai.training.common import TrainOptions, callbacks, finish, init_weights, training_info
 
 
 def _configure_threads(threads: int | None) -> None:
@@ -51,15 +33,6 @@ def _configure_threads(threads: int | None) -> None:
             pass
 
 
-def _init_weights(model, opts: TrainOptions) -> None:
-    """Start from a trained model of the same architecture (fine-tuning on new data)."""
-    if opts.init_from:
-        from ai.models import ModelCard
-
-        folder = Path(opts.init_from)
-        model.load_weights(str(folder / ModelCard.load(folder).weights_file))
-
-
 def _inherit_architecture(kind: str, arch: str, opts: TrainOptions) -> None:
     """A fine-tune continues the model it starts from: its kind and arch must match, and unless the caller
     names other `arch_params` (width, depth) it takes the starting model's, so that `--init ai/weights/seg`
@@ -69,21 +42,6 @@ def _inherit_architecture(kind: str, arch: str, opts: TrainOptions) -> None:
         raise ValueError(f"--init {opts.init_from} is a {start.kind}/{start.arch} model, not {kind}/{arch}")
     if opts.arch_params is None:
         opts.arch_params = dict(start.arch_params)
-
-
-def _callbacks(out_dir: Path, patience: int, monitor: str, mode: str):
-    import tf_keras as keras
-
-    ckpt = out_dir / "checkpoints"
-    ckpt.mkdir(parents=True, exist_ok=True)
-    return [
-        keras.callbacks.ModelCheckpoint(
-            str(ckpt / "best.weights.h5"), monitor=monitor, mode=mode, save_best_only=True, save_weights_only=True
-        ),
-        keras.callbacks.EarlyStopping(monitor=monitor, mode=mode, patience=patience, restore_best_weights=True),
-        keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=max(2, patience // 2)),
-        keras.callbacks.CSVLogger(str(out_dir / "history.csv")),
-    ]
 
 
 def train(kind: str, data_dir: Path | str, arch: str | None = None, epochs: int = 10,
@@ -124,15 +82,6 @@ def train(kind: str, data_dir: Path | str, arch: str | None = None, epochs: int 
     return card
 
 
-def _finish(model, history, card: ModelCard, out: Path) -> None:
-    from ai.plots import training_curve
-
-    card.training["epochs_run"] = len(next(iter(history.values()), []))
-    (out / "history.json").write_text(json.dumps(history, default=float))
-    training_curve(history, out / "training_curve.png", title=f"{card.kind}/{card.arch}")
-    save_model(model, card, out)
-
-
 def _train_labelled(kind: str, data_dir: Path, arch: str, out: Path, opts: TrainOptions) -> ModelCard:
     """AOI tiles and cell crops: one label per image, class-balanced sampling."""
     import tf_keras as keras
@@ -154,14 +103,14 @@ def _train_labelled(kind: str, data_dir: Path, arch: str, out: Path, opts: Train
     n_classes = len(data.classes)
     params = {"n_classes": n_classes, "input_size": opts.input_size, **(opts.arch_params or {})}
     model = build(kind, arch, weights=opts.weights, **params)
-    _init_weights(model, opts)
+    init_weights(model, opts)
     model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate), loss="categorical_crossentropy",
                   metrics=["accuracy"])  # fmt: skip
     steps = opts.steps_per_epoch or max(1, len(tr.labels) // opts.batch_size)
     seq = BalancedImages(tr.images, tr.labels, n_classes, opts.batch_size, steps, seed=opts.seed)
     val = (va.images.astype(np.float32), keras.utils.to_categorical(va.labels, n_classes))
     hist = model.fit(seq, validation_data=val, epochs=opts.epochs, verbose=opts.verbose, workers=2,
-                     callbacks=_callbacks(out, opts.patience, "val_loss", "min"))  # fmt: skip
+                     callbacks=callbacks(out, opts.patience, "val_loss", "min"))  # fmt: skip
     probs = model.predict(va.images.astype(np.float32), batch_size=128, verbose=0)
     thresholds: dict[str, float] = {}
     if kind == "cls":
@@ -176,12 +125,12 @@ def _train_labelled(kind: str, data_dir: Path, arch: str, out: Path, opts: Train
         kind=kind, arch=arch, classes=list(data.classes), input_size=opts.input_size,
         pixel_size_um=px * 128 / opts.input_size if kind == "cls" and px else px,
         arch_params=params, thresholds=thresholds, metrics={"validation": report},
-        training=_training_info(data_dir, m, opts, len(train_idx), len(val_idx), crop_pixel_size_um=px,
+        training=training_info(data_dir, m, opts, len(train_idx), len(val_idx), crop_pixel_size_um=px,
                                 source_size=source_size),
     )  # fmt: skip
     if kind == "aoi":
         card.thresholds["acceptable_weight"] = 0.5
-    _finish(model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}, card, out)
+    finish(model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}, card, out)
     return card
 
 
@@ -191,22 +140,3 @@ def _manifest_classes(data_dir: Path) -> list[str] | None:
     except (OSError, ValueError):
         return None
     return list(classes) if classes else None
-
-
-def _training_info(data_dir: Path, manifest: dict, opts: TrainOptions, n_train: int, n_val: int, **extra) -> dict:
-    return {
-        "data_dir": str(data_dir),
-        "seeds": manifest.get("seeds"),
-        "profiles": manifest.get("profiles"),
-        "generator_version": manifest.get("generator_version"),
-        "n_train": n_train,
-        "n_validation": n_val,
-        "validation": "last ~10% of slide seeds of the training dataset",
-        "epochs": opts.epochs,
-        "batch_size": opts.batch_size,
-        "learning_rate": opts.learning_rate,
-        "weights_init": opts.init_from or opts.weights or "random",
-        "augmentation": "flips, 90° rotations, scale ±12-15%, OD stain mixing, HSV, brightness/contrast/"
-        "white balance, gamma, Gaussian blur, noise, JPEG q40-95",
-        **extra,
-    }

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ai.models import ModelCard
+from ai.training.common import callbacks, finish, init_weights, training_info
 
 
 def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
@@ -17,7 +18,6 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     from ai.data import load_seg, split_by_seed
     from ai.inference import CellSegmenter
     from ai.star import is_star_arch
-    from ai.training import _finish, _init_weights, _training_info
     from ai.training.losses import foreground_recall, segmentation_loss, star_loss
     from ai.training.sequences import SegmentationCrops, StarCrops
 
@@ -28,7 +28,7 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
         val_idx = train_idx[-1:]
     params = {**(opts.arch_params or {})}
     model = build("seg", arch, weights=opts.weights, **params)
-    _init_weights(model, opts)
+    init_weights(model, opts)
     model.compile(optimizer=keras.optimizers.Adam(opts.learning_rate), loss=star_loss if star else segmentation_loss,
                   metrics=[] if star else [foreground_recall])  # fmt: skip
     steps = opts.steps_per_epoch or max(1, 4 * len(train_idx) // opts.batch_size)
@@ -41,10 +41,9 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
     val_fixed = [val[i] for i in range(len(val))]  # the same validation crops every epoch
     val_x = np.concatenate([v[0] for v in val_fixed])
     val_y = np.concatenate([v[1] for v in val_fixed])
-    from ai.training import _callbacks
 
     hist = model.fit(seq, validation_data=(val_x, val_y), epochs=opts.epochs, verbose=opts.verbose, workers=2,
-                     callbacks=_callbacks(out, opts.patience, "val_loss", "min"))  # fmt: skip
+                     callbacks=callbacks(out, opts.patience, "val_loss", "min"))  # fmt: skip
 
     source_px = float(data.manifest.get("pixel_size_um") or 0.086)
     card = ModelCard(
@@ -52,12 +51,12 @@ def train_seg(data_dir: Path, arch: str, out: Path, opts) -> ModelCard:
         pixel_size_um=source_px / opts.seg_scale, arch_params=params,
         thresholds={"centre": 0.5, "seed_distance_um": 1.0, "nms_iou": 0.5, "min_area_um2": 12.0, "tile": 512} if star
         else {"foreground": 0.5, "centre": 0.3, "seed_distance_um": 2.0, "min_area_um2": 12.0, "tile": 512},
-        training=_training_info(data_dir, data.manifest, opts, len(train_idx), len(val_idx),
+        training=training_info(data_dir, data.manifest, opts, len(train_idx), len(val_idx),
                                 source_pixel_size_um=source_px, scale=opts.seg_scale),
     )  # fmt: skip
     choose_thresholds(CellSegmenter(model, card), data_dir, [data.images[i] for i in val_idx],
                       [data.files[i] for i in val_idx])  # fmt: skip
-    _finish(model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}, card, out)
+    finish(model, {k: [float(v) for v in vals] for k, vals in hist.history.items()}, card, out)
     return card
 
 

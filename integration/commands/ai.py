@@ -197,33 +197,6 @@ def _plots(result: dict, folder: Path) -> None:
         plots.reliability_png(result["reliability"], folder / f"{result['kind']}_reliability.png", result["ece"])
 
 
-def bench_ai_command(
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
-    fovs: Annotated[int, typer.Option(help="FOVs for the compact pipeline.")] = 10,
-    paper_fovs: Annotated[int, typer.Option(help="FOVs for the paper architectures (slow on CPU).")] = 2,
-) -> None:
-    """Inference speed: FOVs/s for seg+cls (compact and paper archs), AOI s per overview, peak memory."""
-    from ai.bench import run_bench
-
-    images, source = _simulated_fovs(max(fovs, paper_fovs))
-    result = run_bench(fovs, paper_fovs, images, source)
-    typer.echo(json.dumps(result, indent=None if as_json else 2))
-
-
-def _simulated_fovs(n: int):
-    """Optimal-quality 40x FOVs of a virtual slide (rendered before timing starts); None without it."""
-    try:
-        from acquisition.simulator import simulate_slide
-    except ImportError:
-        return None, ""
-    slide = simulate_slide(7, "normal")
-    tiles = [t for t in slide.grid_tiles() if t.label in ("optimal", "acceptable")][:n]
-    images = [slide.render_fov(t.x_um, t.y_um).image for t in tiles]
-    while len(images) < n:
-        images.append(images[len(images) % len(tiles)])
-    return images, f"virtual Metafer seed 7 (normal), {len(tiles)} optimal/acceptable FOVs"
-
-
 def register(app: typer.Typer) -> None:
     app.command("train")(train_command)
     app.command("detect")(detect_command)

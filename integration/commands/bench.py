@@ -1,12 +1,14 @@
 """`marrowlink bench …`: speed and memory against peers measured in the same run, JSON out.
 
 Benchmarks, never timed tests: absolute times on shared machines are noisy, so every result carries
-the peer's number from the same run and the ratio between them.
+the peer's number from the same run and the ratio between them. The benchmarks themselves live in
+`integration.bench`; this module is the only one that imports it.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -33,7 +35,7 @@ def bench_wsi(
     repeat: Annotated[int, typer.Option(help="Runs of each converter, taking turns; medians are reported.", min=1)] = 3,
 ) -> None:
     """Encode one slide (overview + FOVs) as DICOM WSI, beside OrthancWSIDicomizer and wsidicomizer."""
-    from acquisition.wsi.bench import run_bench
+    from integration.bench.wsi import run_bench
 
     _emit(run_bench(fovs=fovs, seed=seed, peers=peers, repeat=repeat), as_json)
 
@@ -55,63 +57,56 @@ def bench_store(
     Ours is `marrowlink serve` in its own process tree, with its default HTTP worker processes (or
     --http-workers), as a site runs it.
     """
-    from dicom_store import bench_dicomweb
+    from integration.bench.store import run_bench
 
     sizes = tuple(int(v) for v in qido_sizes.split(",") if v.strip())
-    serve = _serve_command(http_workers)
-    result: dict = {
-        "dicomweb": bench_dicomweb.run(seconds=seconds, rounds=rounds, qido_sizes=sizes, orthanc=orthanc, serve=serve)
-    }
-    if cstore:
-        from dicom_store.bench_dimse import measure_cstore
-
-        result["cstore"] = measure_cstore(open_index=serve.open_index, serve=serve)
+    result = run_bench(
+        seconds=seconds, rounds=rounds, qido_sizes=sizes, orthanc=orthanc, cstore=cstore, http_workers=http_workers
+    )
     _emit(result, as_json)
 
 
-def _serve_command(http_workers: int | None):  # type: ignore[no-untyped-def]
-    """`marrowlink serve` over a benchmark's data dir: public read, a write token for STOW, free ports."""
-    import sys
-    from pathlib import Path
+@bench.command("ai")
+def bench_ai(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    fovs: Annotated[int, typer.Option(help="FOVs for the compact pipeline.")] = 10,
+    paper_fovs: Annotated[int, typer.Option(help="FOVs for the paper architectures (slow on CPU).")] = 2,
+) -> None:
+    """Inference speed: FOVs/s for seg+cls (compact and paper archs), AOI s per overview, peak memory."""
+    from integration.bench.ai import run_bench, simulated_fovs
 
-    from dicom_store.dicomweb.loadtest import BENCH_TOKEN, ServeCommand, _free_port
+    images, source = simulated_fovs(max(fovs, paper_fovs))
+    result = run_bench(fovs, paper_fovs, images, source)
+    typer.echo(json.dumps(result, indent=None if as_json else 2))
+
+
+@bench.command("mllp")
+def bench_mllp(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
+    messages: Annotated[int, typer.Option(help="ORU messages to send.")] = 3000,
+    orders: Annotated[int, typer.Option(help="Inbound orders to receive.")] = 300,
+    destinations: Annotated[int, typer.Option(help="LIS peers (one in-order sender each).")] = 1,
+    database_url: Annotated[str | None, typer.Option(help="Index DB (default: SQLite in a temp dir).")] = None,
+) -> None:
+    """Benchmark HL7: ORU/s end to end (outbox + MLLP + ACKs over loopback) and inbound orders/s."""
+    import tempfile
+
+    from integration.bench.mllp import run_bench
     from integration.database import open_index
-    from integration.service import http_worker_count
-    from integration.settings import load_settings
+    from integration.orders import CaseOrderHandler
 
-    workers = http_worker_count(load_settings(http_workers=http_workers))
-
-    script = Path(sys.executable).parent / "marrowlink"
-    program = [str(script)] if script.exists() else [sys.executable, "-m", "integration.cli"]
-
-    def argv(data: Path, http_port: int, dicom_port: int) -> list[str]:
-        ports = ["--http-port", str(http_port), "--dicom-port", str(dicom_port), "--mllp-port", str(_free_port())]
-        return [*program, "serve", "--data", str(data), *ports, "--http-workers", str(workers)]
-
-    tokens = [{"token": BENCH_TOKEN, "user": "bench", "roles": ["integrator"]}]
-    env: dict[str, str | None] = {
-        # the data dir's SQLite index, whatever this shell's configuration names
-        "DATABASE_URL": None,
-        "MARROWLINK_DATABASE_URL": None,
-        "MARROWLINK_CONFIG": None,
-        "MARROWLINK_TOKENS": json.dumps(tokens),
-        "MARROWLINK_DICOMWEB_PUBLIC_READ": "true",
-        "MARROWLINK_AE_TITLE": "MARROWLINK",
-        "MARROWLINK_DUPLICATE_POLICY": "reject",
-        "MARROWLINK_MAX_REQUEST_BYTES": str(8 << 30),
-    }
-    return ServeCommand(argv=argv, open_index=open_index, http_workers=workers, env=env)
-
-
-def _register_peers() -> None:
-    """The ai and hl7 benchmarks live with their packages' commands; they are offered here too."""
-    from integration.commands.ai import bench_ai_command
-    from integration.commands.hl7 import bench_mllp
-
-    bench.command("ai")(bench_ai_command)
-    bench.command("mllp")(bench_mllp)
+    with tempfile.TemporaryDirectory(prefix="marrowlink-bench-") as tmp:
+        engine = open_index(database_url or f"sqlite:///{Path(tmp) / 'index.sqlite3'}")
+        try:
+            result = run_bench(engine, CaseOrderHandler(), messages=messages, orders=orders, destinations=destinations)
+        finally:
+            engine.dispose()
+    if as_json:
+        typer.echo(json.dumps(result, indent=2))
+    else:
+        for key, value in result.items():
+            typer.echo(f"{key:>20}: {value}")
 
 
 def register(app: typer.Typer) -> None:
-    _register_peers()
     app.add_typer(bench, name="bench")

@@ -146,32 +146,5 @@ def retry(
     typer.echo(f"released {row.id} ({row.control_id}) to {row.destination}; state {row.state}")
 
 
-def bench_mllp(
-    as_json: Annotated[bool, typer.Option("--json", help="Print the numbers as JSON.")] = False,
-    messages: Annotated[int, typer.Option(help="ORU messages to send.")] = 3000,
-    orders: Annotated[int, typer.Option(help="Inbound orders to receive.")] = 300,
-    destinations: Annotated[int, typer.Option(help="LIS peers (one in-order sender each).")] = 1,
-    database_url: Annotated[str | None, typer.Option(help="Index DB (default: SQLite in a temp dir).")] = None,
-) -> None:
-    """Benchmark HL7: ORU/s end to end (outbox + MLLP + ACKs over loopback) and inbound orders/s."""
-    import tempfile
-
-    from hl7.bench import run_bench
-    from integration.database import open_index
-    from integration.orders import CaseOrderHandler
-
-    with tempfile.TemporaryDirectory(prefix="marrowlink-bench-") as tmp:
-        engine = open_index(database_url or f"sqlite:///{Path(tmp) / 'index.sqlite3'}")
-        try:
-            result = run_bench(engine, CaseOrderHandler(), messages=messages, orders=orders, destinations=destinations)
-        finally:
-            engine.dispose()
-    if as_json:
-        typer.echo(json.dumps(result, indent=2))
-    else:
-        for key, value in result.items():
-            typer.echo(f"{key:>20}: {value}")
-
-
 def register(app: typer.Typer) -> None:
     app.add_typer(hl7_app, name="hl7")  # the benchmark is `marrowlink bench mllp` (commands/bench.py)

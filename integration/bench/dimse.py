@@ -18,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -26,18 +26,11 @@ from pydicom.encaps import encapsulate
 from pydicom.uid import JPEGBaseline8Bit, VLWholeSlideMicroscopyImageStorage, generate_uid
 from sqlalchemy import Engine
 
-if TYPE_CHECKING:
-    from dicom_store.dicomweb.loadtest import ServeCommand
+from integration.bench.load import ServeCommand, free_port, wait_listening
 
 STORESCU = "/usr/bin/storescu"
 STORESCP = "/usr/bin/storescp"
 _ROOT = "1.2.826.0.1.3680043.8.498."
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_for_port(port: int, timeout: float = 20) -> None:
@@ -114,37 +107,13 @@ def _send(port: int, files: list[Path], called_ae: str) -> float:
     return elapsed
 
 
-def _sqlite_index(url: str) -> Engine:
-    """A WAL SQLite index with the dicom_store tables, for when the caller passes no ``open_index``.
-
-    dicom_store does not import integration (DESIGN §2); ``marrowlink bench`` passes
-    ``integration.database.open_index`` so that the measured index is the migrated production one.
-    """
-    from sqlalchemy import create_engine, event
-    from sqlmodel import SQLModel
-
-    import dicom_store.models  # noqa: F401  (registers the tables)
-
-    engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(connection, _record) -> None:  # type: ignore[no-untyped-def]
-        cursor = connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    SQLModel.metadata.create_all(engine)
-    return engine
-
-
 def _ours_once(work: Path, files: list[Path], open_index: Callable[[str], Engine], warm: list[Path]) -> float:
     from dicom_store.dimse import DimseServer
     from dicom_store.store import Store
 
     run = Path(tempfile.mkdtemp(dir=work))
     engine = open_index(f"sqlite:///{run / 'index.sqlite3'}")
-    server = DimseServer(Store(engine, run / "blobs"), host="127.0.0.1", port=_free_port())
+    server = DimseServer(Store(engine, run / "blobs"), host="127.0.0.1", port=free_port())
     server.start()
     try:
         _send(server.address[1], warm, server.ae_title)
@@ -157,11 +126,10 @@ def _ours_once(work: Path, files: list[Path], open_index: Callable[[str], Engine
 
 def _served_once(work: Path, files: list[Path], serve: ServeCommand, warm: list[Path]) -> float:
     """Into ``marrowlink serve`` (its own process, all its HTTP workers up before the clock starts)."""
-    from dicom_store.dicomweb.loadtest import wait_listening
 
     run = Path(tempfile.mkdtemp(dir=work))
     serve.open_index(f"sqlite:///{run / 'index.sqlite3'}").dispose()
-    http_port, dicom_port = _free_port(), _free_port()
+    http_port, dicom_port = free_port(), free_port()
     with open(run.parent / f"serve-{dicom_port}.log", "wb") as log:
         process = subprocess.Popen(
             serve.argv(run, http_port, dicom_port),
@@ -186,7 +154,7 @@ def _served_once(work: Path, files: list[Path], serve: ServeCommand, warm: list[
 
 def _dcmtk_once(work: Path, files: list[Path], warm: list[Path]) -> float:
     out = Path(tempfile.mkdtemp(dir=work))
-    port = _free_port()
+    port = free_port()
     # TCP_NODELAY=1: without it Nagle's algorithm holds dcmtk to about 90 MB/s (reference/stack.md).
     process = subprocess.Popen(
         [STORESCP, "-aet", "STORESCP", "+xa", "-od", str(out), str(port)],
@@ -223,7 +191,8 @@ def measure_cstore(
     each receiver gets one small instance over its own association (a server that has run a while,
     as at a site: no first-use costs such as statement compilation in the timed run).
     """
-    open_index = open_index or _sqlite_index
+    if open_index is None:
+        from integration.database import open_index
     for tool in (STORESCU, STORESCP):
         if not Path(tool).exists():
             raise FileNotFoundError(f"dcmtk's {tool} is needed (apt-get install dcmtk)")
@@ -265,7 +234,7 @@ def _frames_per_instance(path: Path) -> int:
     return int(pydicom.dcmread(path, stop_before_pixels=True).NumberOfFrames)
 
 
-if __name__ == "__main__":  # pragma: no cover - manual run: python -m dicom_store.bench_dimse
+if __name__ == "__main__":  # pragma: no cover - manual run: python -m integration.bench.dimse
     import json
 
     print(json.dumps(measure_cstore(), indent=2))

@@ -6,7 +6,7 @@ OrthancWSIDicomizer gets the FOVs packed into one JPEG mosaic plus the overview 
 run, so the two runs are summed) and builds its full pyramid; wsidicomizer gets the mosaic as a tiled
 JPEG TIFF (it copies those tiles without re-encoding, which favours it) and adds the missing pyramid
 levels. wsidicomizer pins an older wsidicom than ours, so it runs from its own virtual environment,
-created on first use. With `repeat` > 1 (`python -m acquisition.wsi.bench --repeat 3`) the converters
+created on first use. With `repeat` > 1 (`python -m integration.bench.wsi --repeat 3`) the converters
 take turns and the medians are reported, so a load change on a shared machine hits all of them.
 """
 
@@ -85,7 +85,7 @@ def _run(command: list[str]) -> dict[str, Any]:
 _PREPARE = """
 import sys
 from pathlib import Path
-from acquisition.wsi.bench import make_input, make_mosaic
+from integration.bench.wsi import make_input, make_mosaic
 folder = Path(sys.argv[1])
 export = make_input(folder, fovs=int(sys.argv[2]), seed=int(sys.argv[3]))
 if sys.argv[4] == "1":

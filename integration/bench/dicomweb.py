@@ -9,7 +9,7 @@
 Servers run as subprocesses so that the load generator and the server are separate processes, as in
 production. ``marrowlink bench store`` passes a ``ServeCommand``: ours is then ``marrowlink serve`` as a
 site runs it (its HTTP worker processes, migrated index). ``run()`` returns a dict;
-``python -m dicom_store.bench_dicomweb --json`` prints it (there with ``--workers`` processes of a
+``python -m integration.bench.dicomweb --json`` prints it (there with ``--workers`` processes of a
 bare uvicorn over the app).
 """
 
@@ -31,7 +31,7 @@ from typing import Any
 import httpx
 import numpy as np
 
-from dicom_store.dicomweb.loadtest import (
+from integration.bench.load import (
     ACCEPT,
     BENCH_TOKEN,
     ORTHANC,
@@ -39,7 +39,6 @@ from dicom_store.dicomweb.loadtest import (
     ServeCommand,
     ServerUnderTest,
     check_frame,
-    index_engine,
     wrk_frames,
 )
 
@@ -147,7 +146,9 @@ def fill_index(engine, instances: int, per_study: int = 10) -> dict[str, str]:  
 
 def _open_index(serve: ServeCommand | None) -> Any:
     """The index the server under test expects: the production one (migrated) or the bare tables."""
-    return serve.open_index if serve is not None else index_engine
+    from integration.database import open_index
+
+    return serve.open_index if serve is not None else open_index
 
 
 def bench_frames(

@@ -1,6 +1,6 @@
 """`marrowlink bench mllp`: ORU/s through the durable outbox with ACKs over loopback, inbound orders/s.
 
-The LIS peer runs in its own process (`hl7.benchpeer.BenchLis`: it reads only MSH and answers each ORU
+The LIS peer runs in its own process (`integration.bench.peers.BenchLis`: it reads only MSH and answers each ORU
 with MSA-2 = its MSH-10, which marrowlink checks as it does any ACK), so the numbers are marrowlink's:
 store → send → wait for the matching ACK → record, one message at a time per destination, as in
 production. Event loops run on uvloop, as `serve`'s does (uvicorn picks uvloop when it is installed). ORU
@@ -21,7 +21,6 @@ from sqlalchemy import Engine
 
 from acquisition import CELL_CLASSES
 from hl7.ack import new_control_id
-from hl7.benchpeer import BenchLis
 from hl7.encoding import read_header
 from hl7.inbound import InboundHandler
 from hl7.mllp import MllpConnection, MllpServer
@@ -29,6 +28,7 @@ from hl7.mllp_blocking import BlockingMllpConnection
 from hl7.model import DifferentialResult, OruCase, Patient, PatientId, PersonName, Provider, ResultStatus
 from hl7.oru import build_oru
 from hl7.outbox import Outbox, OutboxDispatcher, RetryPolicy
+from integration.bench.peers import BenchLis
 
 T = TypeVar("T")
 

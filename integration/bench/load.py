@@ -1,4 +1,4 @@
-"""Servers under test and the load generator for ``dicom_store.bench_dicomweb``.
+"""Servers under test (ours, Orthanc) and the load generator (wrk) for ``integration.bench.dicomweb``.
 
 Our server and Orthanc run as subprocesses so that server and load generator are separate processes,
 as in production; wrk (Debian) drives the frames route with random frame numbers. Our server is either
@@ -31,16 +31,27 @@ ORTHANC_DICOMWEB = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
 BENCH_TOKEN = "bench-token-local-only"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on, never the same one twice in a run.
+
+    Binding port 0 and closing it can return the same port to two calls in a row, and two servers
+    told to share a port fail at start.
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass(frozen=True)
 class ServeCommand:
-    """How to run the production server over a data dir; given by the caller (dicom_store does not
-    import integration, DESIGN §2).
+    """How to run the production server (`marrowlink serve`) over a data dir.
 
     ``argv(data, http_port, dicom_port)`` is its command line, ``env`` changes the environment (a
     None value removes a variable), ``http_workers`` is how many processes serve its HTTP port, and
@@ -69,38 +80,15 @@ def _wait_http(url: str, process: subprocess.Popen, timeout: float = 30.0) -> No
     raise TimeoutError(f"{url} did not answer in {timeout} s")
 
 
-# ---- data ------------------------------------------------------------------------------------------------
-
-
-def index_engine(url: str):  # type: ignore[no-untyped-def]
-    """The dicom_store tables only (no Alembic, no other package): enough for the benchmark."""
-    from sqlalchemy import create_engine, event
-    from sqlmodel import SQLModel
-
-    from dicom_store.models import FrameTable, Instance, Series, Study
-
-    engine = create_engine(url)
-
-    @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    tables = [Study.__table__, Series.__table__, Instance.__table__, FrameTable.__table__]  # type: ignore[attr-defined]
-    SQLModel.metadata.create_all(engine, tables=tables)
-    return engine
-
-
 def _serve(data: str, port: int, stack: str, reuse_port: bool = False) -> None:
     """Subprocess entry: serve the DICOMweb app (or the whole api) over ``data`` on ``port``; with
     ``reuse_port`` several such processes share the port (SO_REUSEPORT, Linux)."""
     import uvicorn
 
     from dicom_store.store import Store
+    from integration.database import open_index
 
-    engine = index_engine(f"sqlite:///{data}/index.sqlite3")
+    engine = open_index(f"sqlite:///{data}/index.sqlite3")
     store = Store(engine, Path(data) / "blobs")
     app: Any
     if stack == "ceiling":
@@ -158,12 +146,12 @@ class ServerUnderTest:
     ``workers`` processes of ``_serve`` sharing the port."""
 
     def __init__(self, data: Path, stack: str, *, command: ServeCommand | None = None, workers: int = 1) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.log = open(data / f"serve-{self.port}.log", "wb")  # noqa: SIM115 - closed in stop()
         self.prefix = "/dicomweb" if stack in ("api", "ceiling") else ""
         self.processes: list[subprocess.Popen] = []
         if command is not None and stack == "api":
-            self.dicom_port = _free_port()
+            self.dicom_port = free_port()
             self.workers = command.http_workers
             argv = command.argv(data, self.port, self.dicom_port)
             env = command.environment()
@@ -172,7 +160,7 @@ class ServerUnderTest:
             self.workers = workers
             for _ in range(workers):
                 code = (
-                    "from dicom_store.dicomweb.loadtest import _serve; "
+                    "from integration.bench.load import _serve; "
                     f"_serve({str(data)!r}, {self.port}, {stack!r}, {workers > 1})"
                 )
                 process = subprocess.Popen([sys.executable, "-c", code], stdout=self.log, stderr=subprocess.STDOUT)
@@ -237,7 +225,7 @@ def wait_listening(port: int, count: int, process: subprocess.Popen, timeout: fl
 
 class OrthancPeer:
     def __init__(self, folder: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         storage = folder / "orthanc"
         storage.mkdir()
         config = {
@@ -245,7 +233,7 @@ class OrthancPeer:
             "StorageDirectory": str(storage),
             "IndexDirectory": str(storage),
             "HttpPort": self.port,
-            "DicomPort": _free_port(),
+            "DicomPort": free_port(),
             "DicomAet": "ORTHANC",
             "RemoteAccessAllowed": False,
             "AuthenticationEnabled": False,

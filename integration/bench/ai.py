@@ -1,4 +1,4 @@
-"""`bench-ai`: inference speed of segmentation + classification (compact and paper architectures) and
+"""`marrowlink bench ai`: inference speed of segmentation + classification (compact and paper architectures) and
 AOI scoring, on this machine's CPU. Weights do not change speed, so untrained networks stand in for
 architectures that are not shipped."""
 
@@ -118,3 +118,15 @@ def run_bench(n_fovs: int = 10, paper_fovs: int = 2, fovs: list[np.ndarray] | No
 
     out["cpus"] = os.cpu_count()
     return out
+
+
+def simulated_fovs(n: int) -> tuple[list[np.ndarray], str]:
+    """Optimal-quality 40x FOVs of a virtual slide, rendered before timing starts, and where they came from."""
+    from acquisition.simulator import simulate_slide
+
+    slide = simulate_slide(7, "normal")
+    tiles = [t for t in slide.grid_tiles() if t.label in ("optimal", "acceptable")][:n]
+    images = [slide.render_fov(t.x_um, t.y_um).image for t in tiles]
+    while len(images) < n:
+        images.append(images[len(images) % len(tiles)])
+    return images, f"virtual Metafer seed 7 (normal), {len(tiles)} optimal/acceptable FOVs"
