@@ -1,4 +1,5 @@
-# Two entry points for people: `make demo` (set up and run) and `make test` (set up and test).
+# Two entry points for people: `make demo` (set up and run) and `make test` (set up and test);
+# `make bench` measures speed beside peers (JSON in bench-results/).
 PYTHON ?= python3.11
 VENV ?= .venv
 BIN = $(VENV)/bin
@@ -28,3 +29,11 @@ test: setup system-deps
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+bench: setup system-deps
+	mkdir -p bench-results
+	for b in wsi store ai mllp; do \
+		TF_USE_LEGACY_KERAS=1 SM_FRAMEWORK=tf.keras TF_CPP_MIN_LOG_LEVEL=2 \
+			$(BIN)/marrowlink bench $$b --json > bench-results/$$b.json || exit 1; \
+		echo "bench-results/$$b.json"; \
+	done

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, slots=True)
 class CellClass:
-    """One cell class of the differential (see ../shared/reference/cell_classes.md)."""
+    """One cell class of the differential (docs/architecture.md §5 lists them)."""
 
     code: str
     name: str
@@ -52,7 +52,7 @@ CELL_CLASSES: tuple[CellClass, ...] = (
     CellClass("NIF", "Not identifiable", "other", False, excluded_from_percent=True),
 )
 
-#: The classifier's output index order (the table order of cell_classes.md).
+#: The classifier's output index order (the table order of docs/architecture.md §5).
 CLASS_CODES: tuple[str, ...] = tuple(c.code for c in CELL_CLASSES)
 
 CLASS_BY_CODE: dict[str, CellClass] = {c.code: c for c in CELL_CLASSES}

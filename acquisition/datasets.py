@@ -6,8 +6,8 @@ The formats are a contract with `ai` (ai/data.py reads exactly these):
   `labels.csv` (file,label,seed,row,col), background tiles subsampled so they do not dominate;
 - seg: `images/<seed>_<k>.png` (RGB FOV 2048x1496), `masks/<seed>_<k>.png` (uint16 nucleated-cell
   ids, 0 = background), `distractors/<seed>_<k>.png` (uint16 ids of non-nucleated objects),
-  `shared/<seed>_<k>.png` (uint16, 1 where two or more cells' whole outlines overlap: which one lies on
-  top there is not visible, `Fov.shared_pixels`), `outlines/<seed>_<k>.npz` (`layers`: every cell's
+  `shared` (the folder) `<seed>_<k>.png` (uint16, 1 where two or more cells' whole outlines overlap: which one
+  lies on top there is not visible, `Fov.shared_pixels`), `outlines/<seed>_<k>.npz` (`layers`: every cell's
   whole outline, also under other cells, as (L, h, w) uint16 label images with the `masks/` ids,
   `Fov.outline_layers`), `cells.csv` (file,instance_id,class) with `file` the
   image's name, and `fovs.csv` (file,seed,x_um,y_um,source,quality);

@@ -6,7 +6,7 @@ that `marrowlink --help` and `marrowlink serve` start in about a second.
 
 import os
 
-# Both must be set before the first TensorFlow import (../shared/reference/stack.md): tf-keras 2.x as
+# Both must be set before the first TensorFlow import (docs/architecture.md §7): tf-keras 2.x as
 # `keras`, and segmentation-models on tf.keras.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("SM_FRAMEWORK", "tf.keras")

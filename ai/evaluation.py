@@ -187,8 +187,8 @@ def evaluate_seg_dataset(segmenter, data_dir, batch: int = 4) -> dict:
     Also the sensitivity per true cell class (cells.csv), since missing critical cells matters most, and,
     where the dataset says where each FOV was taken (fovs.csv), the counts per source: `scan_list` FOVs
     are what the pipeline analyses (the AOI step's best positions); `random` FOVs include thick and
-    spoiled fields that the scanner skips, a harder stress set. Where the dataset has `shared/` masks
-    (pixels inside two cells' whole outlines), the same counts with those pixels left out of the IoU are
+    spoiled fields that the scanner skips, a harder stress set. Where the dataset has overlap masks (its
+    `shared` folder: pixels inside two cells' whole outlines), the same counts with those pixels left out of the IoU are
     reported beside the strict ones as `network_overlaps_ignored` (ai.metrics: which cell lies on top
     there is not visible). Where it has `outlines/` (each cell's whole outline), the counts against those
     outlines (`network_whole_outlines`: the same true cells, each compared with all of its outline, as a

@@ -2,7 +2,7 @@
 
 Tokens are compared by their SHA-256 digest, so lookup time does not depend on how much of a guessed
 token is right. No endpoint that writes is reachable without a token; DICOMweb reads are open only
-when the configuration says so (DESIGN §10).
+when the configuration says so.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What the api needs from integration, as one plain object (DESIGN §2: no package reads Settings)."""
+"""What the api needs from integration, as one plain object (no package but integration reads Settings)."""
 
 from __future__ import annotations
 

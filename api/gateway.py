@@ -1,5 +1,5 @@
 """The outermost ASGI callable: sends ``/dicomweb`` straight to the DICOMweb app (whose frames route
-must not pay for FastAPI routing, stack.md) and everything else to FastAPI, timing every request
+must not pay for FastAPI routing, docs/architecture.md §7) and everything else to FastAPI, timing every request
 for Prometheus by route template (never by raw path, which would explode label cardinality).
 """
 

@@ -1,3 +1,3 @@
-"""The notice every user-facing output carries (DESIGN: research use only)."""
+"""The notice every user-facing output carries (research use only)."""
 
 RESEARCH_NOTICE = "Research use only, not for clinical diagnosis."

@@ -9,7 +9,6 @@ Anything that fails before the commit leaves no index row and no blob. A C-STORE
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import shutil
@@ -570,14 +569,6 @@ def _with_file_meta(ds: Dataset, transfer_syntax_uid: str | None) -> Dataset:
         meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     ds.file_meta = meta
     return ds
-
-
-def read_part10(data: bytes) -> Dataset:
-    """Parse bytes as a Part-10 file, raising InvalidInstance with the reason."""
-    try:
-        return pydicom.dcmread(io.BytesIO(data))
-    except Exception as exc:
-        raise InvalidInstance(f"not a DICOM Part-10 file: {exc}") from exc
 
 
 __all__ = [

@@ -1,7 +1,7 @@
 """hl7: HL7 v2 orders in and ORU^R01 results out over MLLP, with a durable outbox.
 
 Research use only, not for clinical diagnosis. This package never imports `integration`: it takes an
-engine, a handler (`InboundHandler`) and plain settings as arguments (DESIGN.md §2).
+engine, a handler (`InboundHandler`) and plain settings as arguments (docs/architecture.md §2).
 """
 
 from acquisition import CELL_CLASSES

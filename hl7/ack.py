@@ -1,7 +1,7 @@
 """Acknowledgments: building ACK/ORL answers (hl7apy) and reading the answers our outbox receives.
 
 Answers are always built in v2.5.1 with standard delimiters from whatever header fields could be read,
-so a sender with odd encoding characters still gets MSA-2 = its MSH-10 (hl7_rules.md).
+so a sender with odd encoding characters still gets MSA-2 = its MSH-10 (docs/hl7-interface.md §8).
 """
 
 from __future__ import annotations

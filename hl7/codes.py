@@ -1,6 +1,6 @@
 """Code tables for HL7: the 23 cell classes, the verified LOINC codes, HL7 error and ack codes.
 
-LOINC codes come only from ../shared/reference/loinc.md's verified bone-marrow list; each is pinned by a
+LOINC codes come only from the verified bone-marrow list (docs/hl7-interface.md §4.2); each is pinned by a
 test (code + display). Every other observation goes out with a local code (coding system "L" or the
 one a site configures) and the class name, never with a guessed LOINC.
 """
@@ -25,7 +25,7 @@ class Coded:
 
 LOINC = "LN"
 
-#: Verified bone-marrow LOINC codes (loinc.md), code → display.
+#: Verified bone-marrow LOINC codes , code → display.
 VERIFIED_LOINC = {
     "11105-4": "Basophils/100 cells in Bone marrow",
     "11106-2": "Eosinophils/100 cells in Bone marrow",
@@ -95,7 +95,7 @@ ERROR_TEXT = {
     ErrorCode.INTERNAL_ERROR: "Application internal error",
 }
 
-#: Input versions accepted (hl7_rules.md: 2.3 to 2.8 where the segments parse).
+#: Input versions accepted (2.3 to 2.8 where the segments parse).
 SUPPORTED_VERSIONS = ("2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8")
 OUTPUT_VERSION = "2.5.1"
 

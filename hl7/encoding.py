@@ -2,7 +2,7 @@
 
 The header reader is deliberately tolerant and independent of hl7apy: a message whose body or encoding
 characters hl7apy rejects must still be answered (MSA-2 = its MSH-10) and de-duplicated, which is the
-failure mode hl7_rules.md records from Mirth's tracker (`|^^|` crashing ACK generation).
+failure mode of docs/hl7-interface.md §8 (Mirth's tracker) (`|^^|` crashing ACK generation).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Receiving one message: store raw, de-duplicate, parse, hand to the domain handler, answer.
 
-The order of steps is the durability promise (DESIGN.md §10, hl7_rules.md): the raw message is
+The order of steps is the durability promise (docs/hl7-interface.md §3.1): the raw message is
 committed before anything else, the handler's changes and the ACK are committed in one transaction,
 and a message seen again (same sender, same MSH-10) gets the stored ACK with no second side effect.
 """

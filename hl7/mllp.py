@@ -200,7 +200,7 @@ class MllpConnection:
     """One client connection that sends a message and waits for the ACK whose MSA-2 matches.
 
     On an ACK time-out the connection is closed before anything is resent, so a late ACK can never be
-    matched to the next message (the failure hl7_rules.md records from Mirth).
+    matched to the next message (the Mirth failure of docs/hl7-interface.md §8).
     """
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 5.0, ack_timeout: float = 10.0) -> None:

@@ -1,7 +1,7 @@
 """Typed values that cross the hl7 package boundary: what inbound messages say, what ORUs need.
 
 Inbound HL7 is parsed into these frozen dataclasses so that the handler `integration` registers never
-sees HL7 syntax (DESIGN.md §2); outbound ORU^R01 is built from `OruCase` + `DifferentialResult`, which
+sees HL7 syntax (docs/architecture.md §2); outbound ORU^R01 is built from `OruCase` + `DifferentialResult`, which
 `integration` fills from its case and from `ai`'s `Differential`.
 """
 
@@ -152,9 +152,9 @@ class OruCase:
 
 @dataclass(frozen=True)
 class DifferentialResult:
-    """A differential ready for HL7: per-class counts keyed by the 23 class codes of cell_classes.md.
+    """A differential ready for HL7: per-class counts keyed by the 23 class codes (docs/architecture.md §5).
 
-    Percentages are computed here from `counts` with the denominator rule of cell_classes.md (smudge
+    Percentages are computed here from `counts` with the denominator rule of docs/architecture.md §5 (smudge
     and not-identifiable cells excluded by default), so every ORU says the same thing as the SR.
     """
 

@@ -3,7 +3,7 @@
 MSH, PID, PV1, ORC, OBR, NTE, then OBX per class (NM percent "%" and NM count "{cells}"), aggregates
 (erythroid %, M:E ratio, totals with and without smudge / not-identifiable / unidentified), the
 critical-cell flag (CWE) and RP links. OBR-3 is the case's filler order number in every status, so a
-LIS can file F and C over P. Percentages use the denominator of cell_classes.md: all classes except
+LIS can file F and C over P. Percentages use the denominator of docs/architecture.md §5: all classes except
 KSC and NIF (and the "Unidentified" review bin), which are counted but get no percentage.
 """
 
@@ -74,7 +74,7 @@ def _check(differential: DifferentialResult) -> None:
     known = {c.code for c in CELL_CLASSES}
     unknown = sorted(set(differential.counts) - known)
     if unknown:
-        raise ValueError(f"counts has unknown cell class codes {unknown}; expected codes of cell_classes.md")
+        raise ValueError(f"counts has unknown cell class codes {unknown}; expected the 23 codes of the catalogue")
     if any(n < 0 for n in differential.counts.values()) or differential.unidentified < 0:
         raise ValueError("counts must not be negative")
 
@@ -166,7 +166,7 @@ def _patient(group, case: OruCase) -> None:  # type: ignore[no-untyped-def]
         pid.pid_8.value = case.patient.sex
     pv1 = group.add_group("ORU_R01_VISIT").add_segment("PV1")
     pv1.pv1_1.value = "1"
-    pv1.pv1_2.value = "U"  # patient class unknown to the lab system (hl7_rules.md)
+    pv1.pv1_2.value = "U"  # patient class unknown to the lab system
 
 
 def _provider(field, provider: Provider | None) -> None:  # type: ignore[no-untyped-def]

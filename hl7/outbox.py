@@ -1,6 +1,6 @@
 """The durable outbox: outbound messages stored before sending, one in-order sender per destination.
 
-Rules (hl7_rules.md): a message is committed before the first byte leaves; the sender waits for the
+Rules (docs/hl7-interface.md §5, §8): a message is committed before the first byte leaves; the sender waits for the
 ACK whose MSA-2 matches and records it before moving on, so nothing is sent again after its ACK was
 recorded; time-outs and connection errors retry the same message with exponential back-off; AE/AR
 holds the destination's queue in order until an operator releases it, except ERR-3 206 ("record
@@ -536,7 +536,7 @@ class OutboxDispatcher:
         _enqueue_listeners.add(self._enqueued)
 
     def _enqueued(self, destination: str) -> None:
-        """Runs in the enqueuing thread (API handlers, job runner): a sender thread is woken directly,
+        """Runs in the enqueuing thread (API handlers, the analysis): a sender thread is woken directly,
         without a hop into the loop; only a new destination needs the loop, to be discovered now."""
         sender = self.senders.get(destination)
         if sender is not None:

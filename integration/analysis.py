@@ -21,7 +21,7 @@ from dicom_store.slides import Region, StoredSlide
 
 log = logging.getLogger(__name__)
 
-#: A 40x FOV's footprint on the overview is the AOI grid tile (DESIGN §3).
+#: A 40x FOV's footprint on the overview is the AOI grid tile.
 FOV_SIZE_PX = (2048, 1496)
 REGION_BATCH = 4
 

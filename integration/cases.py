@@ -21,7 +21,7 @@ def utcnow() -> datetime:
 
 
 class CaseStatus(StrEnum):
-    """Where a case stands; result states follow DESIGN.md §3 (preliminary / final / corrected)."""
+    """Where a case stands; result states follow docs/architecture.md §4 (preliminary / final / corrected)."""
 
     ORDERED = "ordered"
     CANCELLED = "cancelled"

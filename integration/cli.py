@@ -37,7 +37,7 @@ def serve(
         typer.Option(help="HTTP server processes on the HTTP port (0: one per CPU core, at most 8).", min=0, max=64),
     ] = None,
 ) -> None:
-    """Run everything: HTTP, DIMSE SCP, MLLP listener, job runner (HTTP in N processes). Ctrl-C stops it."""
+    """Run everything: HTTP, DIMSE SCP, MLLP listener (HTTP in N processes). Ctrl-C stops it."""
     from integration.service import run_service
     from integration.settings import load_settings
 

@@ -65,7 +65,7 @@ def oru_case(engine: Engine, accession_number: str, *, study_instance_uid: str, 
         ordering_provider=provider,
         study_instance_uid=study_instance_uid,
         study_url=f"{base}/dicomweb/studies/{study_instance_uid}",
-        # No review page yet (DESIGN §9): an ORU must not carry a link that leads nowhere.
+        # No review page yet: an ORU must not carry a link that leads nowhere.
         viewer_url="",
         receiving_application=settings.lis_application,
         receiving_facility=settings.lis_facility,

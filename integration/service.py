@@ -1,7 +1,7 @@
 """`marrowlink serve`: HTTP, DIMSE and MLLP in one process, stopped cleanly by Ctrl-C / SIGTERM.
 
 The components are built from Settings here and nowhere else; each package only sees plain arguments.
-Start order: index → store → DIMSE SCP → HTTP (+ MLLP, job runner in the same event loop) → extra HTTP
+Start order: index → store → DIMSE SCP → HTTP (+ MLLP in the same event loop) → extra HTTP
 worker processes. Stop order is the reverse, so nothing accepts work that it can no longer finish.
 
 HTTP workers (``http_workers``): one Python process serves about one core's worth of requests, so the
@@ -373,7 +373,7 @@ Starter = Callable[["Components", AsyncExitStack], Awaitable[None]]
 
 
 class _Server(uvicorn.Server):
-    """uvicorn that also runs our asyncio components (MLLP, job runner) in its event loop, and the
+    """uvicorn that also runs our asyncio components (MLLP, the outbox dispatcher) in its event loop, and the
     extra HTTP worker processes."""
 
     def __init__(

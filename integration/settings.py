@@ -61,13 +61,13 @@ class Settings(BaseSettings):
     #: needs none): each process's pool gets an equal share, at least 3. PostgreSQL allows 100 by default,
     #: and every HTTP worker process has a pool of its own.
     database_connections: int = Field(default=60, ge=3, le=10000)
-    # Reserved for scale-out (Celery workers, DESIGN §1); nothing reads it yet: analysis runs in-process.
+    # Not read yet: analysis runs in the process that asks for it. Meant for Celery workers (scale-out).
     broker_url: str | None = Field(default=None, validation_alias=AliasChoices("MARROWLINK_BROKER", "broker_url"))
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000
     #: HTTP server processes on the one port (Linux SO_REUSEPORT; the kernel spreads connections):
-    #: the main process (which also runs DIMSE, MLLP and the job runner) plus ``http_workers - 1``
+    #: the main process (which also runs DIMSE and MLLP) plus ``http_workers - 1``
     #: processes that serve only the HTTP app over the same data dir and index. 0: one per CPU core
     #: available to us, at most 8.
     http_workers: int = Field(default=0, ge=0, le=64)
@@ -159,9 +159,6 @@ class Settings(BaseSettings):
             return self.public_url.rstrip("/")
         host = "127.0.0.1" if self.http_host in ("0.0.0.0", "::") else self.http_host
         return f"http://{host}:{self.http_port}"
-
-    def remote_ae(self, ae_title: str) -> RemoteAe | None:
-        return next((r for r in self.remote_aes if r.ae_title == ae_title), None)
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -54,7 +54,7 @@ class RunningOrthanc:
 
     def upload(self, data: bytes) -> str:
         """Store one Part-10 file through the REST API; returns Orthanc's instance id."""
-        # No "Expect: 100-continue" round trip (reference/stack.md: curl needs -H 'Expect:').
+        # No "Expect: 100-continue" round trip (docs/architecture.md §7: curl needs -H 'Expect:').
         answer = httpx.post(f"{self.url}/instances", content=data, timeout=60)
         answer.raise_for_status()
         return answer.json()["ID"]

@@ -274,7 +274,7 @@ def naive_threshold_f1(fov) -> float:  # type: ignore[no-untyped-def]
 
 
 def test_a_colour_threshold_detector_is_clearly_imperfect(slide, overview, fov) -> None:  # type: ignore[no-untyped-def]
-    """DESIGN §4: the simulator must be hard enough that thresholding does clearly worse than a network."""
+    """The simulator must be hard enough that thresholding does clearly worse than a network."""
     scores = [naive_threshold_f1(fov)]
     for pos in plan_scan(overview, n=3)[1:]:
         scores.append(naive_threshold_f1(slide.render_fov(pos.x_um, pos.y_um)))

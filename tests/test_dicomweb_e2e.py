@@ -1,7 +1,7 @@
 """End to end through `marrowlink serve` (a real subprocess): STOW, then kill -9 mid-traffic.
 
 Every instance acknowledged in a 200/202 STOW response must be retrievable after a restart, and the
-index must not point at anything missing (DESIGN §10).
+index must not point at anything missing.
 """
 
 from __future__ import annotations

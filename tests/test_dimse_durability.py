@@ -2,7 +2,7 @@
 
 dcmtk storescu sends WSI instances over one association and reports each C-STORE response; the server
 is killed after a few successes. After a restart every instance that got a success response is in the
-index with its bytes, and every index row has its blob (DESIGN §10, as for STOW in test_dicomweb_e2e).
+index with its bytes, and every index row has its blob (as for STOW in test_dicomweb_e2e).
 """
 
 from __future__ import annotations

@@ -284,7 +284,7 @@ def test_bad_differential_is_refused() -> None:
         build_oru(_case(), DifferentialResult({"XYZ": 1}, "a", "1", datetime.now(UTC)), ResultStatus.PRELIMINARY)
 
 
-# Each LOINC code shipped, pinned with its display text (loinc.md, verified list only).
+# Each LOINC code shipped, pinned with its display text (verified list only).
 PINNED_LOINC = {
     "11105-4": "Basophils/100 cells in Bone marrow",
     "11106-2": "Eosinophils/100 cells in Bone marrow",

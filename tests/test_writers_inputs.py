@@ -96,7 +96,7 @@ def test_typed_inputs_validate_themselves() -> None:
 
 
 def test_loinc_codes_are_the_verified_ones() -> None:
-    """Pinned against ../shared/reference/loinc.md: code and display, nothing else."""
+    """Pinned: code and display of the verified list, nothing else."""
     assert codes.LOINC == {
         "11105-4": "Basophils/100 cells in Bone marrow",
         "11106-2": "Eosinophils/100 cells in Bone marrow",

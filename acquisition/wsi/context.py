@@ -30,7 +30,7 @@ class SlideContext:
     """Everything that is the same for every DICOM instance made from one slide scan.
 
     All instances of one slide share study, series, Frame of Reference and Container Identifier, so
-    that viewers align the overview, the FOVs and the AI results (DESIGN §6, IHE PaLM).
+    that viewers align the overview, the FOVs and the AI results (IHE PaLM).
     """
 
     container_identifier: str

@@ -5,7 +5,7 @@ overview at 40x (only the captured tiles exist), then the 10x overview and its h
 levels. All levels cover the same area of the slide, share the Frame of Reference and Container
 Identifier, so a viewer shows one pyramid and zooms from the overview into the captured fields.
 highdicom has no WSI constructor and wsidicom writes only TILED_FULL, so the datasets are built here
-with pydicom, to the rules in reference/dicom_viewers.md, and checked by dciodvfy and wsidicom.
+with pydicom, to the rules viewers enforce (docs/architecture.md §6), and checked by dciodvfy and wsidicom.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ BUILDERS: dict[str, dict[str, Callable[..., Any]]] = {
     "cls": {"compact": cls.mini_xception, "xception": cls.xception},
 }
 
-# The arch a `train` without --arch uses: compact ones fit the 2-core scanner budget (DESIGN.md §11).
+# The arch a `train` without --arch uses: compact ones fit the 2-core scanner budget (docs/architecture.md §8).
 DEFAULT_ARCH = {"aoi": "compact", "seg": "compact", "cls": "compact"}
 # Input side in pixels per (kind, arch) unless the caller says otherwise.
 DEFAULT_INPUT = {

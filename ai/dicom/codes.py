@@ -11,7 +11,7 @@ Standard codes, each checked against pydicom's copy of DICOM PS3.16 (``pydicom/s
 - SCT 363679005 Imaging procedure: TID 1500 Procedure Reported (CID 100).
 - SCT 52101004 Present / SCT 272519000 Absent (CID 241) for the critical-cell flags.
 - SCT 14016003 Bone marrow (CID 8134), the SEG segment's primary anatomic structure.
-- LOINC codes only from ../shared/reference/loinc.md's verified bone-marrow list (the same subset
+- LOINC codes only from the verified bone-marrow list (docs/hl7-interface.md §4.2; the same subset
   hl7/codes.py uses, so the SR and the ORU say the same thing).
 
 TID 1500's Procedure Reported is SCT 363679005 Imaging procedure, from CID 100: pixelmed's validator
@@ -51,7 +51,7 @@ PERCENT = Code("%", "UCUM", "Percent")
 RATIO = Code("{ratio}", "UCUM", "ratio")
 CELLS = Code("{cells}", "UCUM", "cells")
 
-#: Verified bone-marrow LOINC codes (loinc.md) that the SR uses, code → display.
+#: Verified bone-marrow LOINC codes that the SR uses, code → display.
 LOINC = {
     "11105-4": "Basophils/100 cells in Bone marrow",
     "11106-2": "Eosinophils/100 cells in Bone marrow",

@@ -35,7 +35,7 @@ def device_uid(uid_root: str, algorithm: AlgorithmInfo) -> str:
 
 
 def describe(ds: Dataset, what: str) -> None:
-    """Say on the object what it is and that it is research output (DESIGN: every output says so).
+    """Say on the object what it is and that it is research output (every user-facing output says so).
 
     Series Description is what worklists and viewers list; SEG and ANN also show their Content
     Description, so it says the same.

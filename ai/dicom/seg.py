@@ -5,7 +5,7 @@ The SEG is a level of the slide's own pyramid: same Frame of Reference, same tot
 (it rejects SEGs without TotalPixelMatrixRows/Columns or with another Frame of Reference). Only the
 tiles that contain cells become frames, each with its Plane Position (Slide): the 40x matrix spans
 the whole overview (tens of thousands of pixels square) and is never allocated. TILED_SPARSE with
-per-frame positions is also what this dciodvfy build accepts (dicom_viewers.md: TILED_FULL gives 6).
+per-frame positions is also what this dciodvfy build accepts (TILED_FULL gives 6).
 """
 
 from __future__ import annotations

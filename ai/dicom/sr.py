@@ -1,11 +1,11 @@
 """The differential as a Comprehensive 3D SR, TID 1500 Measurement Report (PS3.16 A.2.1).
 
-Shaped so that Slim draws it (dicom_viewers.md): subject class Specimen with the slide's specimen
+Shaped so that Slim draws it (docs/architecture.md §6): subject class Specimen with the slide's specimen
 UID and container identifier, and one TID 1410 planar ROI group per analysed region whose Image
 Region is SCOORD3D in the slide's Frame of Reference. The differential itself is one TID 1501
 image-level group: counts and percentages per class, M:E ratio, totals, critical-cell flags.
 
-Result states (DESIGN §3) map to the SR flags, and to HL7 P / F / C:
+Result states (docs/architecture.md §4) map to the SR flags, and to HL7 P / F / C:
 
 - ``preliminary``: CompletionFlag COMPLETE, PreliminaryFlag PRELIMINARY, VerificationFlag
   UNVERIFIED. COMPLETE, because the document holds the whole AI differential (PARTIAL would say
@@ -14,7 +14,7 @@ Result states (DESIGN §3) map to the SR flags, and to HL7 P / F / C:
   the person observer. No predecessor: a final report is made from the reviewed cells, not from the
   preliminary document, which stays in the study as what the AI said.
 - ``corrected``: like final, plus Predecessor Documents Sequence → the report it supersedes. A
-  correction is always a new instance; nothing is overwritten (DESIGN §6).
+  correction is always a new instance; nothing is overwritten.
 
 So the state is read back from the flags alone: PRELIMINARY → preliminary, VERIFIED without a
 predecessor → final, VERIFIED with one → corrected.

@@ -1,4 +1,4 @@
-"""Operations: liveness, readiness and Prometheus metrics (DESIGN §10)."""
+"""Operations: liveness, readiness and Prometheus metrics."""
 
 from __future__ import annotations
 

@@ -62,10 +62,6 @@ async def respond(
     await send({"type": "http.response.body", "body": body})
 
 
-async def respond_error(send: Callable[[dict], Any], status: int, detail: str) -> None:
-    await respond(send, status, json.dumps({"detail": detail}).encode(), [(b"content-type", b"application/json")])
-
-
 _HOST = re.compile(r"^[A-Za-z0-9.\-]+(:[0-9]{1,5})?$|^\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?$")
 _PREFIX = re.compile(r"^(/[A-Za-z0-9._~\-]+)*$")
 

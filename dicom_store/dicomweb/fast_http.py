@@ -1,4 +1,4 @@
-"""The frames route answered inside uvicorn's HTTP protocol, below ASGI (the "native front", stack.md).
+"""The frames route answered inside uvicorn's HTTP protocol, below ASGI (the "native front", docs/architecture.md §7).
 
 Through ASGI every request costs uvicorn an asyncio Task, an Event, a scope and message dicts and two
 coroutine sends: about 21 µs of CPU per request on the project's machine, twice the frames handler

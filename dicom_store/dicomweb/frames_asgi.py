@@ -1,4 +1,4 @@
-"""The hot WADO-RS frames route as lean raw ASGI (stack.md: ~4x what framework routing reaches).
+"""The hot WADO-RS frames route as lean raw ASGI (~4x what framework routing reaches, docs/architecture.md §7).
 
 A viewer asks for hundreds of tiles a second with one Accept header. Per request this path does: one
 regex match, the authorize call, one cached FrameSource lookup (the Store's LRU), one cached Accept

@@ -1,6 +1,6 @@
 """Presentation contexts: what the SCP accepts and what our SCU proposes.
 
-The archive keeps every instance in the transfer syntax it arrived in (DESIGN §6, §11: frames are
+The archive keeps every instance in the transfer syntax it arrived in (frames are
 served from the stored bytes), so the SCP accepts each syntax it can store as-is and never asks a
 sender to decompress. Our SCU side proposes the stored syntax of what it sends, because it never
 transcodes either.

@@ -1,6 +1,6 @@
 """pynetdicom event handlers: each translates one DIMSE request into Store calls and back.
 
-Handlers stay thin (STYLE.md): storing, matching and reading belong to ``Store``; the shape of
+Handlers stay thin: storing, matching and reading belong to ``Store``; the shape of
 identifiers to ``identifiers``. What is here is the DIMSE side only — statuses, Error Comments,
 pending responses, cancellation.
 """

@@ -1,4 +1,4 @@
-"""C-STORE SCU: push stored instances to another AE (forward AI results to a PACS, DESIGN §7).
+"""C-STORE SCU: push stored instances to another AE (forward AI results to a PACS).
 
 Instances go out in the transfer syntax they are stored in: we never transcode, so a peer that does
 not accept that syntax for the SOP class gets the instance counted as failed, with the reason.

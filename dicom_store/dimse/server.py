@@ -35,7 +35,7 @@ def quiet_pynetdicom() -> None:
 def use_chunked_receive() -> None:
     """Stream received C-STORE data sets to a file instead of memory (process-wide pynetdicom switch).
 
-    Measured on this project's machine (reference/stack.md) this mode with an unlimited receive PDU is
+    Measured on this project's machine (docs/architecture.md §7) this mode with an unlimited receive PDU is
     what reaches dcmtk storescp's MB/s; it also keeps a 4 GB WSI out of memory. Our associations write
     that file into the blob store's temp folder (``dicom_store.dimse.receive``).
     """
@@ -109,7 +109,7 @@ class DimseServer:
         self.handlers = Handlers(store, ae_title, self.remote_aes)
         self.ae = AE(ae_title)
         # Our advertised receive limit is the PDU size senders use: unlimited lets them send a frame
-        # per PDU instead of 16 KB slices (reference/stack.md: needed to match dcmtk's MB/s).
+        # per PDU instead of 16 KB slices (needed to match dcmtk's MB/s).
         self.ae.maximum_pdu_size = 0
         self.ae.maximum_associations = maximum_associations
         self.ae.require_calling_aet = self.allowed_aes

@@ -1,9 +1,9 @@
-"""DICOMweb benchmarks, ours and Orthanc's side by side on the same data in one run (DESIGN §11).
+"""DICOMweb benchmarks, ours and Orthanc's side by side on the same data in one run.
 
 - WADO-RS frames/s and p50/p99 with 8 concurrent clients (wrk) on a multi-frame JPEG WSI, random frames,
   ``Accept: multipart/related; type="application/octet-stream"; transfer-syntax=*`` (what DMV sends);
   Orthanc's DICOMweb plugin with the same Accept, and Orthanc's raw REST route
-  ``/instances/{id}/frames/{n}/raw`` (the practical ceiling, stack.md).
+  ``/instances/{id}/frames/{n}/raw`` (the practical ceiling, docs/architecture.md §7).
 - QIDO-RS p50 with 10k and 100k instances in the index (rows inserted directly, for speed).
 
 Servers run as subprocesses so that the load generator and the server are separate processes, as in

@@ -4,7 +4,7 @@
 is then ``marrowlink serve`` in its own process, as a site runs it, like storescp in its own. The
 sender is dcmtk ``storescu -R -xy`` for both receivers (the WSI goes in its JPEG syntax, no
 transcoding), so the ratio compares receivers only; absolute MB/s on a shared machine are noisy, the
-ratio much less (DESIGN §11).
+ratio much less.
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def _served_once(work: Path, files: list[Path], serve: ServeCommand, warm: list[
 def _dcmtk_once(work: Path, files: list[Path], warm: list[Path]) -> float:
     out = Path(tempfile.mkdtemp(dir=work))
     port = free_port()
-    # TCP_NODELAY=1: without it Nagle's algorithm holds dcmtk to about 90 MB/s (reference/stack.md).
+    # TCP_NODELAY=1: without it Nagle's algorithm holds dcmtk to about 90 MB/s (docs/architecture.md §7).
     process = subprocess.Popen(
         [STORESCP, "-aet", "STORESCP", "+xa", "-od", str(out), str(port)],
         stdout=subprocess.DEVNULL,

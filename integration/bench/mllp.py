@@ -134,7 +134,7 @@ async def _send_orus(engine: Engine, payloads: list[str], ports: list[int]) -> d
 
 def _roundtrips(payloads: list[str], port: int) -> float:
     """The same messages over one connection with no database at all: the ceiling the outbox is
-    compared with (DESIGN.md §11: report ratios against a peer measured in the same run). The client
+    compared with (report ratios against a peer measured in the same run). The client
     is the one the outbox's sender threads use."""
     connection = BlockingMllpConnection("127.0.0.1", port)
     control_ids = [read_header(payload)[0].control_id for payload in payloads]
