@@ -18,7 +18,7 @@ from api.gateway import Gateway, HttpMetrics
 from api.metrics import Registries
 from api.notice import RESEARCH_NOTICE
 from api.routers import health, home
-from dicom_store.dicomweb import DicomWebApp, cors, dicomweb_app
+from dicom_store.dicomweb import DicomWebApp, cors, dicomweb_app, internal_error_response
 from dicom_store.models import Instance
 from dicom_store.store import Store
 
@@ -42,7 +42,12 @@ def create_app(store: Store, config: ApiConfig | None = None) -> MarrowlinkApp:
         registry=registries.local,
     )
 
-    fastapi_app = FastAPI(title="marrowlink", description=RESEARCH_NOTICE, version="0.1.0")
+    fastapi_app = FastAPI(
+        title="marrowlink",
+        description=RESEARCH_NOTICE,
+        version="0.1.0",
+        exception_handlers={Exception: internal_error_response},  # an incident id, never the exception
+    )
     fastapi_app.state.store = store
     fastapi_app.state.auth = auth
     fastapi_app.state.registry = registries.served

@@ -5,6 +5,7 @@ for Prometheus by route template (never by raw path, which would explode label c
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -12,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from dicom_store.dicomweb.frames_asgi import FRAMES_PATH, TRIED
 from dicom_store.dicomweb.frames_asgi import ROUTE as FRAMES_ROUTE
+from dicom_store.errors import incident, internal_error
 
 PREFIX = "/dicomweb"
 _PLACEHOLDERS = {"studies": "{study}", "series": "{series}", "instances": "{instance}", "frames": "{frames}"}
@@ -117,11 +119,12 @@ class Gateway:
                     return
                 scope[TRIED] = True
         status = 500
+        started = False
 
         async def timed_send(message: dict[str, Any]) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
             await send(message)
 
         if dicomweb:
@@ -129,13 +132,31 @@ class Gateway:
             child["root_path"] = root + PREFIX
             try:
                 await self.dicomweb(child, receive, timed_send)
+            except Exception as exc:
+                await _answer_failure(exc, scope, send, started)
             finally:
                 route = dicomweb_route(path[len(PREFIX) :])
                 self.metrics.observe(route, scope["method"], status, time.perf_counter() - start)
             return
         try:
             await self.fastapi(scope, receive, timed_send)
+        except Exception as exc:
+            await _answer_failure(exc, scope, send, started)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "other"
             self.metrics.observe(template, scope["method"], status, time.perf_counter() - start)
+
+
+async def _answer_failure(exc: Exception, scope: dict[str, Any], send: Any, started: bool) -> None:
+    """The last line: an exception that reached the top is logged once, under an incident id, and the
+    client gets that id only. Starlette's error handler has usually answered and logged already (it marks
+    the exception); the server then has nothing more to log or send."""
+    incident_id = getattr(exc, "incident_id", None)
+    if incident_id is None:
+        incident_id = incident(f"{scope.get('method')} {scope.get('path')} failed")
+    if not started:
+        body = json.dumps({"detail": internal_error(incident_id), "incident": incident_id}).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 500, "headers": headers})
+        await send({"type": "http.response.body", "body": body})

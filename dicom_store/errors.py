@@ -1,6 +1,27 @@
-"""Store errors carry the DICOM status a peer should see, so DIMSE and STOW answer the same way."""
+"""Store errors carry the DICOM status a peer should see, so DIMSE and STOW answer the same way.
+
+What a peer sees of a failure that is not its request's fault is an incident id, never the exception:
+exception text can carry SQL, paths and class names. `incident` logs the exception under the id.
+"""
 
 from __future__ import annotations
+
+import logging
+import uuid
+
+log = logging.getLogger("marrowlink.incidents")
+
+
+def incident(what: str) -> str:
+    """Log the exception being handled under a new incident id and return the id for the answer."""
+    incident_id = uuid.uuid4().hex[:12]
+    log.exception("incident %s: %s", incident_id, what)
+    return incident_id
+
+
+def internal_error(incident_id: str) -> str:
+    """The words a peer gets for an unexpected failure: the incident id and where the details are."""
+    return f"internal error, incident {incident_id} (details in the server log)"
 
 
 class StoreError(Exception):

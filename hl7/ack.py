@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from hl7apy.core import Message
 
+from acquisition.timestamps import format_hl7
 from hl7.codes import ERROR_TEXT, OUTPUT_VERSION, RESPONSES, AckCode, ErrorCode
 from hl7.encoding import (
     OUTBOUND_CHARSET,
@@ -33,8 +34,9 @@ def new_control_id() -> str:
     return "ML" + uuid.uuid4().hex[:18].upper()
 
 
-def hl7_now() -> str:
-    return datetime.now(UTC).strftime("%Y%m%d%H%M%S+0000")
+def hl7_now(zone: tzinfo = UTC) -> str:
+    """MSH-7: now on the site's clock, with its offset."""
+    return format_hl7(datetime.now(UTC), zone)
 
 
 def fill_msh(
@@ -48,6 +50,7 @@ def fill_msh(
     receiving_facility: str = "",
     sending_facility: str = "",
     processing_id: str = "P",
+    zone: tzinfo = UTC,
 ) -> None:
     """The MSH fields every message we send carries (MSH-1/2 and MSH-12 come from hl7apy)."""
     msh = message.msh
@@ -58,7 +61,7 @@ def fill_msh(
         msh.msh_5.hd_1.value = escape(receiving_application)
     if receiving_facility:
         msh.msh_6.hd_1.value = escape(receiving_facility)
-    msh.msh_7.ts_1.value = hl7_now()
+    msh.msh_7.ts_1.value = hl7_now(zone)
     msh.msh_9.msg_1.value = code
     msh.msh_9.msg_2.value = trigger
     msh.msh_9.msg_3.value = structure
@@ -76,6 +79,7 @@ def build_ack(
     error_segment: str = "",
     error_field: int = 0,
     facility: str = "",
+    zone: tzinfo = UTC,
 ) -> Message:
     """ACK, ORL^O22 or ORL^O34 answering `header`, with an ERR segment when not AA."""
     code, trigger, structure = RESPONSES.get(
@@ -92,6 +96,7 @@ def build_ack(
         receiving_facility=header.sending_facility,
         sending_facility=facility,
         processing_id=header.processing_id,
+        zone=zone,
     )
     message.msa.msa_1.value = ack_code.value
     message.msa.msa_2.value = escape(header.control_id)

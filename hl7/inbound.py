@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from datetime import UTC, tzinfo
 from typing import Protocol
 
 from sqlalchemy import Engine
@@ -34,36 +36,53 @@ class InboundHandler(Protocol):
     def handle(self, session: Session, event: InboundEvent) -> None: ...
 
 
-def _headerless_reject(reason: str) -> str:
+def incident(what: str) -> str:
+    """Log the exception being handled under a new incident id and return the id.
+
+    The id is all a sender is told of a failure that is not its message's fault: exception text can carry
+    SQL, paths and class names, which stay in the server log, where the same id finds them.
+    """
+    incident_id = uuid.uuid4().hex[:12]
+    log.exception("incident %s: %s", incident_id, what)
+    return incident_id
+
+
+def internal_error(incident_id: str) -> str:
+    """ERR-8 of an unexpected failure: the incident id, and where the details are."""
+    return f"internal error, incident {incident_id} (details in the receiving system's log); please resend later"
+
+
+def _headerless_reject(reason: str, zone: tzinfo = UTC) -> str:
     """AR for a frame without a readable MSH: MSA-2 stays empty because there is nothing to echo."""
     header = MessageHeader(control_id="")
-    message = build_ack(header, AckCode.REJECT, error_code=ErrorCode.SEGMENT_SEQUENCE, reason=reason)
+    message = build_ack(header, AckCode.REJECT, error_code=ErrorCode.SEGMENT_SEQUENCE, reason=reason, zone=zone)
     return message.to_er7()
 
 
 class Receiver:
     """Turns one raw frame body into the ER7 answer; synchronous, so servers run it in a thread."""
 
-    def __init__(self, engine: Engine, handler: InboundHandler, *, facility: str = "") -> None:
+    def __init__(self, engine: Engine, handler: InboundHandler, *, facility: str = "", zone: tzinfo = UTC) -> None:
+        """`zone` is the site's time zone: date/times without an offset are read in it, answers carry it."""
         self.engine = engine
         self.handler = handler
         self.facility = facility
+        self.zone = zone
 
     def receive(self, raw: bytes) -> str:
         """Never raises: whatever happens, a frame with a readable MSH gets an answer."""
         try:
             return self._receive(raw)
         except Exception as exc:
-            log.exception("HL7 frame could not be processed")
+            incident_id = incident("HL7 frame could not be processed")
             try:
                 header = read_header(decode(raw)[0])[0]
             except HeaderError:
-                return _headerless_reject(f"internal error: {type(exc).__name__}")
-            temporary = isinstance(exc, OperationalError)
-            error = MessageError(
-                ErrorCode.RECORD_LOCKED if temporary else ErrorCode.INTERNAL_ERROR,
-                "database busy, please resend" if temporary else f"internal error: {type(exc).__name__}: {exc}",
-            )
+                return _headerless_reject(internal_error(incident_id), self.zone)
+            if isinstance(exc, OperationalError):
+                error = MessageError(ErrorCode.RECORD_LOCKED, "database busy, please resend")
+            else:
+                error = MessageError(ErrorCode.INTERNAL_ERROR, internal_error(incident_id))
             return self._error_ack(header, error)
 
     def _receive(self, raw: bytes) -> str:
@@ -72,13 +91,13 @@ class Receiver:
             header, delims = read_header(text)
         except HeaderError as exc:
             log.warning("HL7 frame rejected: %s", exc)
-            return _headerless_reject(str(exc))
+            return _headerless_reject(str(exc), self.zone)
         replay = self._store(header, raw)
         if replay is not None:
             return replay
         try:
             check_header(header)
-            event = parse_body(normalise_segments(text), header, delims)
+            event = parse_body(normalise_segments(text), header, delims, self.zone)
         except MessageError as exc:
             return self._finish(header, self._error_ack(header, exc), exc.ack_code, error=exc.reason)
         return self._apply(header, event)
@@ -120,6 +139,7 @@ class Receiver:
             error_segment=exc.segment,
             error_field=exc.field,
             facility=self.facility,
+            zone=self.zone,
         ).to_er7()
 
     def _apply(self, header: MessageHeader, event: InboundEvent) -> str:
@@ -143,7 +163,7 @@ class Receiver:
                 if row is not None and row.ack is not None:
                     return row.ack  # answered meanwhile by a concurrent delivery
                 self.handler.handle(session, event)
-                ack = build_ack(header, facility=self.facility).to_er7()
+                ack = build_ack(header, facility=self.facility, zone=self.zone).to_er7()
                 if row is not None:
                     row.status, row.ack_code, row.ack = "processed", AckCode.ACCEPT.value, ack
                     session.add(row)
@@ -155,9 +175,9 @@ class Receiver:
             # A locked or unreachable database is temporary: retried above, then answered 206 with
             # no ACK kept, so the sender's resend is processed normally.
             raise
-        except Exception as exc:
-            log.exception("HL7 %s: handler failed", header.control_id)
-            error = MessageError(ErrorCode.INTERNAL_ERROR, f"internal error: {type(exc).__name__}: {exc}")
+        except Exception:
+            incident_id = incident(f"HL7 {header.control_id}: handler failed")
+            error = MessageError(ErrorCode.INTERNAL_ERROR, internal_error(incident_id))
             return self._finish(header, self._error_ack(header, error), AckCode.ERROR, error=error.reason)
 
     def _finish(self, header: MessageHeader, ack: str, code: AckCode, *, error: str) -> str:

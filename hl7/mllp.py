@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, tzinfo
 
 from sqlalchemy import Engine
 
@@ -94,8 +95,9 @@ class MllpServer:
         frame_timeout: float = 30.0,
         facility: str = "",
         workers: int = 4,
+        zone: tzinfo = UTC,
     ) -> None:
-        self.receiver = Receiver(engine, handler, facility=facility)
+        self.receiver = Receiver(engine, handler, facility=facility, zone=zone)
         self.host = host
         self.port = port
         self.max_message_bytes = max_message_bytes
@@ -156,7 +158,7 @@ class MllpServer:
                     frames = decoder.feed(data)
                 except FrameTooLarge as exc:
                     log.warning("MLLP %s: %s", peer, exc)
-                    answer = _too_large_answer(exc.head, self.max_message_bytes)
+                    answer = _too_large_answer(exc.head, self.max_message_bytes, self.receiver.zone)
                     if answer is not None:
                         writer.write(frame(answer))
                         await writer.drain()
@@ -176,13 +178,13 @@ class MllpServer:
                 await writer.wait_closed()
 
 
-def _too_large_answer(head: bytes, limit: int) -> str | None:
+def _too_large_answer(head: bytes, limit: int, zone: tzinfo = UTC) -> str | None:
     try:
         header, _ = read_header(decode(head)[0])
     except HeaderError:
         return None
     reason = f"message larger than the {limit} byte limit; connection closed"
-    return build_ack(header, AckCode.REJECT, error_code=ErrorCode.INTERNAL_ERROR, reason=reason).to_er7()
+    return build_ack(header, AckCode.REJECT, error_code=ErrorCode.INTERNAL_ERROR, reason=reason, zone=zone).to_er7()
 
 
 def match_ack(body: bytes, control_id: str, ignored: list[str], peer: str) -> AckReply | None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from enum import StrEnum
 
+from acquisition.timestamps import Instant
+
 
 class ResultStatus(StrEnum):
     """OBR-25 / OBX-11 result status (HL7 tables 0123 / 0085) as used by IHE LAB-3."""
@@ -108,7 +110,8 @@ class Order:
     service_text: str = ""  # OBR-4.2
     specimen_ids: tuple[str, ...] = ()
     slide_barcodes: tuple[str, ...] = ()
-    collected_at: datetime | None = None
+    #: OBR-7 observation (collection) date/time, with the precision it was sent in.
+    collected_at: Instant | None = None
 
 
 @dataclass(frozen=True)
@@ -142,7 +145,7 @@ class OruCase:
     ordering_provider: Provider | None = None
     service_code: str = "BMDIFF"
     service_text: str = "Bone marrow differential"
-    collected_at: datetime | None = None
+    collected_at: Instant | None = None  # OBR-7; the analysis time when the order gave none
     study_instance_uid: str = ""
     study_url: str = ""  # DICOMweb study URL
     viewer_url: str = ""  # review page

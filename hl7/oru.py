@@ -10,11 +10,12 @@ KSC and NIF (and the "Unidentified" review bin), which are counted but get no pe
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 
 from hl7apy.core import Message
 
 from acquisition import CELL_CLASSES, ERYTHROID_CODES, GRANULOCYTIC_CODES, NOT_CLASSED_CODES, CellClass
+from acquisition.timestamps import format_hl7, format_instant_hl7
 from hl7.ack import fill_msh, new_control_id
 from hl7.codes import (
     ERYTHROID_PERCENT_LOINC,
@@ -34,12 +35,6 @@ RESEARCH_NOTE = "Research use only, not for clinical diagnosis"
 UNITS_PERCENT = Coded("%", "percent", "UCUM")
 UNITS_CELLS = Coded("{cells}", "cells", "UCUM")
 UNITS_RATIO = Coded("{ratio}", "ratio", "UCUM")
-
-
-def _ts(value: datetime) -> str:
-    if value.tzinfo is None:
-        return value.strftime("%Y%m%d%H%M%S")
-    return value.astimezone(UTC).strftime("%Y%m%d%H%M%S+0000")
 
 
 def _number(value: float) -> str:
@@ -82,8 +77,9 @@ def _check(differential: DifferentialResult) -> None:
 class _Observations:
     """Appends OBX segments with the fields every observation shares (status, method, equipment, time)."""
 
-    def __init__(self, group, differential: DifferentialResult, status: ResultStatus) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, group, differential: DifferentialResult, status: ResultStatus, zone: tzinfo) -> None:  # type: ignore[no-untyped-def]
         self.group = group
+        self.analysed = format_hl7(differential.analysed_at, zone)
         self.status = status
         self.differential = differential
         self.count = 0
@@ -107,11 +103,11 @@ class _Observations:
         if abnormal:
             obx.obx_8.value = abnormal
         obx.obx_11.value = self.status.value
-        obx.obx_14.value = _ts(d.analysed_at)
+        obx.obx_14.value = self.analysed
         method = ("AI", "AI classification") if d.method is Method.AI else ("MANUAL", "Manual count")
         _set(obx.obx_17, *method, self.local)
         _set(obx.obx_18, f"{d.algorithm_name} {d.algorithm_version}".strip(), "MARROWLINK")
-        obx.obx_19.value = _ts(d.analysed_at)
+        obx.obx_19.value = self.analysed
 
     local = "L"
 
@@ -125,8 +121,12 @@ def build_oru(
     local_system: str = "L",
     sending_facility: str = "",
     processing_id: str = "P",
+    zone: tzinfo = UTC,
 ) -> Message:
-    """The ORU^R01 message for one differential; `.to_er7()` gives the text, `.validate()` checks it."""
+    """The ORU^R01 message for one differential; `.to_er7()` gives the text, `.validate()` checks it.
+
+    Every date/time in it (MSH-7, OBR-7/22, OBX-14/19) is on the site's clock (`zone`) with its offset.
+    """
     _check(differential)
     message = Message("ORU_R01", version=OUTPUT_VERSION)
     fill_msh(
@@ -139,12 +139,13 @@ def build_oru(
         receiving_facility=case.receiving_facility,
         sending_facility=sending_facility,
         processing_id=processing_id,
+        zone=zone,
     )
     result = message.add_group("ORU_R01_PATIENT_RESULT")
     _patient(result.add_group("ORU_R01_PATIENT"), case)
     order = result.add_group("ORU_R01_ORDER_OBSERVATION")
-    _order(order, case, differential, status, local_system)
-    obs = _Observations(order, differential, status)
+    _order(order, case, differential, status, local_system, zone)
+    obs = _Observations(order, differential, status, zone)
     obs.local = local_system
     _class_observations(obs, differential, local_system)
     _summary_observations(obs, differential, local_system)
@@ -174,7 +175,7 @@ def _provider(field, provider: Provider | None) -> None:  # type: ignore[no-unty
         _set(field, provider.id, provider.family, provider.given)
 
 
-def _order(group, case: OruCase, d: DifferentialResult, status: ResultStatus, local: str) -> None:  # type: ignore[no-untyped-def]
+def _order(group, case: OruCase, d: DifferentialResult, status: ResultStatus, local: str, zone: tzinfo) -> None:  # type: ignore[no-untyped-def]
     orc = group.add_segment("ORC")
     orc.orc_1.value = "RE"  # observations to follow
     if case.placer_order_number:
@@ -191,9 +192,10 @@ def _order(group, case: OruCase, d: DifferentialResult, status: ResultStatus, lo
     _set(obr.obr_3, case.filler_order_number)
     local_service = Coded(case.service_code, case.service_text, local)
     _set(obr.obr_4, *_coded(loinc(REPORT_LOINC), local_service if case.service_code else None))
-    obr.obr_7.value = _ts(case.collected_at or d.analysed_at)
+    collected = case.collected_at
+    obr.obr_7.value = format_instant_hl7(collected, zone) if collected else format_hl7(d.analysed_at, zone)
     _provider(obr.obr_16, case.ordering_provider)
-    obr.obr_22.value = _ts(datetime.now(UTC))
+    obr.obr_22.value = format_hl7(datetime.now(UTC), zone)
     obr.obr_24.value = "HM"  # diagnostic service section: haematology (HL7 table 0074)
     obr.obr_25.value = status.value
     notes = [PRELIMINARY_NOTE if status is ResultStatus.PRELIMINARY else RESEARCH_NOTE]

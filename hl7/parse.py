@@ -8,12 +8,13 @@ error code (table 0357) and a sentence for ERR-8, so the ACK says why.
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, tzinfo
 
 from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.exceptions import HL7apyException, InvalidName
 from hl7apy.parser import parse_segment as hl7apy_parse_segment
 
+from acquisition.timestamps import Instant, TimestampError, parse_hl7, parse_hl7_date
 from hl7.codes import RESPONSES, SUPPORTED_VERSIONS, AckCode, ErrorCode
 from hl7.encoding import Delimiters, decode, normalise_segments, read_header, unescape
 from hl7.model import (
@@ -91,12 +92,15 @@ def check_header(header: MessageHeader) -> None:
         )
 
 
-def parse_message(raw: bytes | str) -> InboundEvent:
-    """Decode (MSH-18), read the header, check it, parse the body into a typed event."""
+def parse_message(raw: bytes | str, zone: tzinfo = UTC) -> InboundEvent:
+    """Decode (MSH-18), read the header, check it, parse the body into a typed event.
+
+    Date/times without an offset are read in `zone`, the site's time zone (acquisition.timestamps).
+    """
     text = decode(raw)[0] if isinstance(raw, bytes) else raw
     header, delims = read_header(text)
     check_header(header)
-    return parse_body(normalise_segments(text), header, delims)
+    return parse_body(normalise_segments(text), header, delims, zone)
 
 
 #: The segments an event is read from; others (PV1, NTE, OBX, Z-segments …) are not parsed at all,
@@ -105,7 +109,7 @@ _READ = ("PID", "MRG", "ORC", "OBR", "TQ1", "SPM", "SAC")
 _OPTIONAL = ("TQ1", "SPM", "SAC")
 
 
-def parse_body(text: str, header: MessageHeader, delims: Delimiters) -> InboundEvent:
+def parse_body(text: str, header: MessageHeader, delims: Delimiters, zone: tzinfo = UTC) -> InboundEvent:
     if not delims.distinct:
         reason = f"bad encoding characters in MSH-1/MSH-2: {delims.field}{delims.component}{delims.repetition}"
         raise MessageError(
@@ -152,7 +156,7 @@ def parse_body(text: str, header: MessageHeader, delims: Delimiters) -> InboundE
                 )
             return PatientMerge(header=header, patient=patient, prior_ids=prior)
         return PatientUpdate(header=header, patient=patient)
-    return _order(segs, header, patient)
+    return _order(segs, header, patient, zone)
 
 
 def _first(segs: list[_Segment], name: str, *, required: bool = False) -> _Segment | None:
@@ -183,25 +187,26 @@ def _patient(pid: _Segment) -> Patient:
 
 
 def _date(value: str, segment: str, field: int) -> date:
+    """A date field (a birth date stays a date: no time, no zone)."""
     try:
-        return datetime.strptime(value[:8], "%Y%m%d").date()
-    except ValueError as exc:
+        return parse_hl7_date(value)
+    except TimestampError as exc:
         raise MessageError(
-            ErrorCode.DATA_TYPE_ERROR, f"{segment}-{field} {value!r} is not a date", segment=segment, field=field
-        ) from exc
+            ErrorCode.DATA_TYPE_ERROR, f"{segment}-{field} {exc.value!r} {exc.rule}", segment=segment, field=field
+        ) from None
 
 
-def _datetime(value: str) -> datetime | None:
-    digits = value.split("+")[0].split("-")[0].split(".")[0]
-    for fmt in ("%Y%m%d%H%M%S", "%Y%m%d%H%M", "%Y%m%d"):
-        try:
-            return datetime.strptime(digits, fmt)
-        except ValueError:
-            continue
-    return None
+def _instant(value: str, segment: str, field: int, zone: tzinfo) -> Instant:
+    """A DTM field as an instant; without an offset it is the sender's (the site's) local time."""
+    try:
+        return parse_hl7(value, zone)
+    except TimestampError as exc:
+        raise MessageError(
+            ErrorCode.DATA_TYPE_ERROR, f"{segment}-{field} {exc.value!r} {exc.rule}", segment=segment, field=field
+        ) from None
 
 
-def _order(segs: list[_Segment], header: MessageHeader, patient: Patient) -> Order:
+def _order(segs: list[_Segment], header: MessageHeader, patient: Patient, zone: tzinfo) -> Order:
     orc, obr = _first(segs, "ORC"), _first(segs, "OBR")
     if orc is None and obr is None:
         raise MessageError(ErrorCode.SEGMENT_SEQUENCE, "an order needs an ORC or OBR segment", segment="ORC")
@@ -251,5 +256,5 @@ def _order(segs: list[_Segment], header: MessageHeader, patient: Patient) -> Ord
         service_text=obr.get(4, 2) if obr else "",
         specimen_ids=specimens,
         slide_barcodes=containers or specimens,
-        collected_at=_datetime(obr.get(7)) if obr and obr.get(7) else None,
+        collected_at=_instant(obr.get(7), "OBR", 7, zone) if obr and obr.get(7) else None,
     )

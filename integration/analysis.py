@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 import numpy as np
@@ -189,8 +190,11 @@ def next_series_number(store: Store, study_instance_uid: str) -> int:
     return max(numbers, default=0) + 1
 
 
-def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root: str) -> list:  # type: ignore[no-untyped-def]
-    """SEG, cell ANN (+ AOI ANN in the same series) and the preliminary SR, built in memory."""
+def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root: str, zone: tzinfo = UTC) -> list:  # type: ignore[no-untyped-def]
+    """SEG, cell ANN (+ AOI ANN in the same series) and the preliminary SR, built in memory.
+
+    All of one run carry the same content date/time, on the site's clock (`zone`).
+    """
     from ai.dicom import (
         AnalysisRegion,
         AoiTile,
@@ -202,6 +206,11 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
     )
 
     source = analysis.slide.header()
+    made = datetime.now(UTC)
+
+    def slot(number: int, series_uid: str | None = None, instance: int = 1) -> SeriesSlot:
+        return SeriesSlot(uid_root, number, series_uid, instance_number=instance, zone=zone, created=made)
+
     first = next_series_number(store, str(source.StudyInstanceUID))
     regions = [
         AnalysisRegion(r.region.column, r.region.row, r.region.width, r.region.height, r.detections)
@@ -211,8 +220,8 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
     seg = ann = aoi = None
     if analysis.cell_count:
         # SEG and ANN need at least one cell; a slide without cells still gets its (empty) SR.
-        seg = write_cell_segmentation(source, regions, algorithm, series=SeriesSlot(uid_root, first))
-        ann = write_cell_annotations(source, regions, algorithm, series=SeriesSlot(uid_root, first + 1))
+        seg = write_cell_segmentation(source, regions, algorithm, series=slot(first))
+        ann = write_cell_annotations(source, regions, algorithm, series=slot(first + 1))
         objects += [seg, ann]
     if analysis.aoi_tiles and analysis.slide.overview is not None:
         tiles = [AoiTile(*tile) for tile in analysis.aoi_tiles]
@@ -221,9 +230,7 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
             overview,
             tiles,
             algorithm,
-            series=SeriesSlot(
-                uid_root, first + 1, str(ann.SeriesInstanceUID) if ann is not None else None, instance_number=2
-            ),
+            series=slot(first + 1, str(ann.SeriesInstanceUID) if ann is not None else None, instance=2),
         )
         objects.append(aoi)
     sr = write_differential_report(
@@ -233,7 +240,7 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
         differential=analysis.differential,
         algorithm=algorithm,
         regions=regions,
-        series=SeriesSlot(uid_root, first + 2),
+        series=slot(first + 2),
         status="preliminary",
         evidence=[aoi] if aoi is not None else (),
     )
@@ -261,12 +268,13 @@ def run_analysis(
     models: AnalysisModels,
     *,
     uid_root: str,
+    zone: tzinfo = UTC,
     progress: Callable[[int], None] | None = None,
 ) -> AnalysisRun:
     """Analyse a stored slide and store its results (a new series set per run, all or nothing)."""
     analysis = analyze_slide(store, study_instance_uid, models, progress=progress)
     algorithm = algorithm_info(models)
-    objects = result_objects(store, analysis, algorithm, uid_root=uid_root)
+    objects = result_objects(store, analysis, algorithm, uid_root=uid_root, zone=zone)
     stored = [item.sop_instance_uid for item in store.store_datasets(objects)]
     header = analysis.slide.header()
     return AnalysisRun(

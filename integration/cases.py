@@ -79,6 +79,9 @@ class Case(SQLModel, table=True):
     service_code: str = Field(default="", max_length=100)
     service_text: str = Field(default="", max_length=400)
     collected_at: datetime | None = None
+    #: Digits of YYYYMMDDHHMMSS the collection time was sent with (8: a day; 15: fractions), see
+    #: acquisition.timestamps.Precision; NULL on rows from before it was kept.
+    collected_precision: int | None = None
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
 

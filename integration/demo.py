@@ -108,7 +108,7 @@ def run_demo(components: Components, case: DemoCase) -> None:
         log.info("3/5 importing %s as DICOM WSI", export)
         import_scan(
             export, store, uid_root=settings.uid_root, accession_number=case.accession_number,
-            engine=components.engine, actor="demo",
+            engine=components.engine, actor="demo", zone=settings.zone,
         )  # fmt: skip
 
     from ai.models import ModelError
@@ -122,7 +122,7 @@ def run_demo(components: Components, case: DemoCase) -> None:
         _summary(settings, study)
         return
     log.info("4/5 analysing the captured regions (%s)", models.algorithm_version)
-    run = run_analysis(store, study, models, uid_root=settings.uid_root)
+    run = run_analysis(store, study, models, uid_root=settings.uid_root, zone=settings.zone)
     mark_preliminary(components.engine, case.accession_number, actor="demo", sr_instance_uid=run.sr_instance_uid)
     result = differential_result(
         run.differential, algorithm_name=run.algorithm_name, algorithm_version=run.algorithm_version

@@ -13,6 +13,7 @@ dispatcher; `lis.wake()` makes it look at once instead of at its next poll.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import UTC, tzinfo
 
 from sqlalchemy import Engine
 
@@ -60,6 +61,7 @@ async def start_mllp(
         settings.mllp_port,
         idle_timeout=idle_timeout,
         frame_timeout=frame_timeout,
+        zone=settings.zone,
         **kwargs,
     )
     await server.start()
@@ -80,7 +82,8 @@ def queue_result(
     destination: str,
     *,
     local_system: str = "L",
+    zone: tzinfo = UTC,
 ) -> Queued:
     """Build the ORU for a result and store it in the outbox (sent by the dispatcher, in order)."""
-    message = build_oru(case, differential, status, local_system=local_system)
+    message = build_oru(case, differential, status, local_system=local_system, zone=zone)
     return Outbox(engine).enqueue(message, destination, reference=case.filler_order_number)

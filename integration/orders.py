@@ -128,7 +128,8 @@ def apply_order(session: Session, order: Order, actor: str) -> Case:
         "priority": order.priority[:2],
         "service_code": order.service_code,
         "service_text": order.service_text,
-        "collected_at": order.collected_at,
+        "collected_at": order.collected_at.utc if order.collected_at else None,
+        "collected_precision": int(order.collected_at.precision) if order.collected_at else None,
     }
     if case is None:
         filler = order.filler_order_number or order.accession_number

@@ -11,12 +11,13 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from acquisition.timestamps import Instant, Precision
 from ai.results import Differential
 from hl7 import DifferentialResult, OruCase, ResultStatus
 from hl7.model import Patient as HL7Patient
 from hl7.model import PatientId, PersonName, Provider
+from integration.cases import Case, audit, get_case, patient_identifiers
 from integration.cases import Patient as PatientRow
-from integration.cases import audit, get_case, patient_identifiers
 from integration.settings import Settings
 
 UNIDENTIFIED_KEYS = ("UNIDENTIFIED",)
@@ -63,6 +64,7 @@ def oru_case(engine: Engine, accession_number: str, *, study_instance_uid: str, 
         filler_order_number=case.filler_order_number or case.accession_number,
         accession_number=case.accession_number,
         ordering_provider=provider,
+        collected_at=_collected(case),
         study_instance_uid=study_instance_uid,
         study_url=f"{base}/dicomweb/studies/{study_instance_uid}",
         # No review page yet: an ORU must not carry a link that leads nowhere.
@@ -70,6 +72,14 @@ def oru_case(engine: Engine, accession_number: str, *, study_instance_uid: str, 
         receiving_application=settings.lis_application,
         receiving_facility=settings.lis_facility,
     )
+
+
+def _collected(case: Case) -> Instant | None:
+    """OBR-7 as the order sent it: the stored UTC instant with its precision (seconds when not kept)."""
+    if case.collected_at is None:
+        return None
+    at = case.collected_at if case.collected_at.tzinfo else case.collected_at.replace(tzinfo=UTC)
+    return Instant(at, Precision(case.collected_precision or Precision.SECOND), offset_given=True)
 
 
 def send_result(
@@ -90,7 +100,7 @@ def send_result(
         return None
     from integration.lis import queue_result
 
-    queued = queue_result(engine, case, result, status, settings.lis_destination)
+    queued = queue_result(engine, case, result, status, settings.lis_destination, zone=settings.zone)
     with Session(engine) as session, session.begin():
         audit(session, actor, f"result.queued.{status.value}", "case", accession_number, outbox=queued.id)
     return queued.id

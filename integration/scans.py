@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from pathlib import Path
 
 from pydicom.uid import generate_uid
@@ -78,18 +78,20 @@ def _patient(engine: Engine | None, row: PatientRow | None) -> Patient:
 
 
 def build_context(
-    manifest: ScanManifest, *, uid_root: str, accession_number: str | None, engine: Engine | None
+    manifest: ScanManifest, *, uid_root: str, accession_number: str | None, engine: Engine | None, zone: tzinfo = UTC
 ) -> SlideContext:
     case, patient_row = _order_for(engine, manifest.barcode)
     accession = accession_number or (case.accession_number if case else "")
     if case is None:
         log.warning("no order for slide %s: stored without patient data", manifest.barcode)
-    acquired = datetime.now()
+    acquired = datetime.now(UTC)
     if manifest.acquired:
         try:
             acquired = datetime.fromisoformat(manifest.acquired)
         except ValueError:
             log.warning("acquired %r is not an ISO date-time; using now", manifest.acquired)
+        if acquired.tzinfo is None:  # the scanner's wall clock: the site's
+            acquired = acquired.replace(tzinfo=zone)
     return SlideContext(
         container_identifier=manifest.barcode,
         uid_root=uid_root,
@@ -104,6 +106,7 @@ def build_context(
             microscope=manifest.equipment.microscope,
         ),
         acquisition_datetime=acquired,
+        zone=zone,
     )
 
 
@@ -115,12 +118,13 @@ def import_scan(
     accession_number: str | None = None,
     engine: Engine | None = None,
     actor: str = "cli",
+    zone: tzinfo = UTC,
 ) -> ImportedScan:
-    """Read, validate, encode and store one export folder (all or nothing)."""
+    """Read, validate, encode and store one export folder (all or nothing); DICOM times on `zone`'s clock."""
     from acquisition.metafer import read_metafer_export
 
     manifest = read_metafer_export(folder)
-    context = build_context(manifest, uid_root=uid_root, accession_number=accession_number, engine=engine)
+    context = build_context(manifest, uid_root=uid_root, accession_number=accession_number, engine=engine, zone=zone)
     datasets = encode_manifest(manifest, context)
     stored = [item.sop_instance_uid for item in store.store_datasets(datasets)]
     if engine is not None:

@@ -7,6 +7,7 @@ a package can be reused (and tested) without this module.
 from __future__ import annotations
 
 import os
+from datetime import tzinfo
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,6 +18,8 @@ from pydantic_settings import (
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from acquisition.timestamps import site_zone
 
 #: pydicom's registered root; a site should configure its own (MARROWLINK_UID_ROOT).
 DEFAULT_UID_ROOT = "1.2.826.0.1.3680043.8.498."
@@ -101,6 +104,9 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
 
     uid_root: str = DEFAULT_UID_ROOT
+    #: The site's time zone (IANA name, e.g. Europe/Berlin): local times without an offset (HL7 DTM, DICOM
+    #: DA/TM) are read in it, and outbound HL7 and DICOM carry its offset. Default: the host's zone.
+    timezone: str | None = None
     duplicate_policy: DuplicatePolicy = "reject"
     max_request_bytes: int = 2 * 1024**3
 
@@ -137,6 +143,16 @@ class Settings(BaseSettings):
                 raise ValueError(f"{seen[number]} and {name} are both {number}: each listener needs a port of its own")
             seen[number] = name
         return self
+
+    @model_validator(mode="after")
+    def _known_time_zone(self) -> Settings:
+        site_zone(self.timezone)  # raises ValueError naming the value when it is not an IANA zone
+        return self
+
+    @property
+    def zone(self) -> tzinfo:
+        """The site's time zone as a tzinfo (acquisition.timestamps.site_zone)."""
+        return site_zone(self.timezone)
 
     @property
     def effective_database_url(self) -> str:

@@ -21,7 +21,7 @@ from typing import Any
 import pydicom
 import pytest
 from pynetdicom import AE, _config
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlmodel import Session
 
 from dicom_store import Store
@@ -347,6 +347,22 @@ def test_find_refuses_bad_identifiers_with_comment(light_scp: DimseServer) -> No
         "findscu", "-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "StudyDate=yesterday", *peer(scp), ok=False
     )
     assert "is not a DICOM date/time" in _error_comment(done.stderr)
+
+
+def test_an_unexpected_failure_answers_with_an_incident_id_only(light_scp: DimseServer, caplog) -> None:  # type: ignore[no-untyped-def]
+    """A real fault (the index table is gone): the peer reads an incident id, the log has the SQL."""
+    caplog.set_level(logging.ERROR)
+    with light_scp.store.engine.begin() as connection:
+        connection.execute(text("DROP TABLE dicom_study"))
+    done = run_tool(
+        "findscu", "-d", "-S", "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID", *peer(light_scp), ok=False
+    )
+    comment = _error_comment(done.stderr)
+    incident_id = re.search(r"incident ([0-9a-f]{12})", comment).group(1)  # type: ignore[union-attr]
+    for word in ("SQL", "sqlite3", "OperationalError", "dicom_study", "Error:"):
+        assert word not in done.stderr + done.stdout
+    assert any(incident_id in r.getMessage() and r.exc_info for r in caplog.records)
+    assert "no such table: dicom_study" in caplog.text
 
 
 def test_tls_echo_and_store(sqlite_store: Store, tmp_path: Path) -> None:

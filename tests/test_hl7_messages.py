@@ -9,6 +9,7 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.parser import parse_message as hl7apy_parse
 
 from acquisition import CELL_CLASSES
+from acquisition.timestamps import Instant, Precision
 from hl7 import (
     AckCode,
     DifferentialResult,
@@ -61,7 +62,8 @@ def test_oml_o21_parses_into_an_order() -> None:
     assert order.priority == "S"
     assert order.specimen_ids == ("SP1",)
     assert order.slide_barcodes == ("SLIDE-001", "SLIDE-002")
-    assert order.collected_at == datetime(2026, 11, 25, 11, 0)
+    # No offset in OBR-7: the sender's wall clock, read in the site's zone (UTC unless one is given).
+    assert order.collected_at == Instant(datetime(2026, 11, 25, 11, 0, tzinfo=UTC), Precision.SECOND, False)
 
 
 @pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])

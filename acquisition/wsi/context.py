@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 
 from pydicom.uid import generate_uid
+
+from acquisition.timestamps import DicomDateTime, format_dicom
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,10 @@ class SlideContext:
     referring_physician_name: str = ""
     series_number: int = 1
     equipment: Equipment = field(default_factory=Equipment)
-    acquisition_datetime: datetime = field(default_factory=datetime.now)
+    #: When the slide was scanned (aware; a naive value is taken as the site's wall clock).
+    acquisition_datetime: datetime = field(default_factory=lambda: datetime.now(UTC))
+    #: The site's time zone: DICOM dates and times are written on its clock, with TimezoneOffsetFromUTC.
+    zone: tzinfo = UTC
 
     def __post_init__(self) -> None:
         if not self.container_identifier:
@@ -57,3 +62,9 @@ class SlideContext:
 
     def new_uid(self) -> str:
         return generate_uid(self.uid_root)
+
+    @property
+    def acquired(self) -> DicomDateTime:
+        """The acquisition time as DA, TM and offset on the site's clock."""
+        when = self.acquisition_datetime
+        return format_dicom(when if when.tzinfo else when.replace(tzinfo=self.zone), self.zone)

@@ -166,11 +166,11 @@ def _base(
     ds.ImageType = image_type
     modules.patient_study_series(ds, context)
     modules.equipment(ds, context)
-    when = context.acquisition_datetime
+    when = context.acquired
     ds.InstanceNumber = number
-    ds.ContentDate = when.strftime("%Y%m%d")
-    ds.ContentTime = when.strftime("%H%M%S")
-    ds.AcquisitionDateTime = when.strftime("%Y%m%d%H%M%S")
+    ds.ContentDate = when.date
+    ds.ContentTime = when.time
+    ds.AcquisitionDateTime = when.datetime
     ds.AcquisitionDuration = 0.0
     ds.AcquisitionContextSequence = []
     ds.VolumetricProperties = "VOLUME"

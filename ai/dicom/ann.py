@@ -184,6 +184,6 @@ def _annotations(
         content_label="AOI" if what == _AOI_WHAT else "CELLS",
         content_description=what,
     )
-    describe(ann, what)
+    describe(ann, what, series)
     codes.declare_scheme(ann)
     return ann

@@ -7,7 +7,7 @@ from pydicom.dataset import Dataset
 from pydicom.sr.codedict import codes
 from pydicom.uid import generate_uid
 
-from ai.dicom.regions import AlgorithmInfo
+from ai.dicom.regions import AlgorithmInfo, SeriesSlot
 
 RESEARCH_NOTICE = "AI (research use only)"
 MANUFACTURER = "marrowlink"
@@ -34,12 +34,14 @@ def device_uid(uid_root: str, algorithm: AlgorithmInfo) -> str:
     return generate_uid(uid_root, entropy_srcs=[algorithm.name, algorithm.version, algorithm.weights_sha256])
 
 
-def describe(ds: Dataset, what: str) -> None:
+def describe(ds: Dataset, what: str, series: SeriesSlot) -> None:
     """Say on the object what it is and that it is research output (every user-facing output says so).
 
     Series Description is what worklists and viewers list; SEG and ANN also show their Content
     Description, so it says the same.
     """
     ds.SeriesDescription = f"{what} - {RESEARCH_NOTICE}"[:64]
+    # Content/Series Date and Time are on the site's clock; the offset says which clock that is.
+    ds.TimezoneOffsetFromUTC = series.stamp.offset
     if "ContentDescription" in ds:
         ds.ContentDescription = ds.SeriesDescription

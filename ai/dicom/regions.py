@@ -9,12 +9,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 import numpy as np
 from pydicom.uid import generate_uid
 
 from acquisition import QUALITY_CLASSES
+from acquisition.timestamps import DicomDateTime, format_dicom
 from ai.results import CellDetections
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -199,6 +201,10 @@ class SeriesSlot:
         Given to put several objects of one modality in one series (a series never mixes modalities).
     instance_number: int
         Instance Number.
+    zone: tzinfo
+        The site's time zone: Content and Series Date/Time are on its clock, with TimezoneOffsetFromUTC.
+    created: datetime
+        When the object is made (aware; default: when the slot was made).
     """
 
     uid_root: str
@@ -206,15 +212,29 @@ class SeriesSlot:
     series_instance_uid: str | None = None
     sop_instance_uid: str | None = None
     instance_number: int = 1
+    zone: tzinfo = UTC
+    created: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def new_uid(self) -> str:
         return generate_uid(self.uid_root)
 
+    @property
+    def stamp(self) -> DicomDateTime:
+        return format_dicom(self.created, self.zone)
+
     def identity(self) -> dict[str, Any]:
-        """The series and instance keywords of highdicom's constructors, new UIDs where none was given."""
+        """The series, instance and date/time keywords of highdicom's constructors, new UIDs where none was given.
+
+        TimezoneOffsetFromUTC is not a constructor keyword: `ai.dicom.common.describe` sets it.
+        """
+        stamp = self.stamp
         return {
             "series_instance_uid": self.series_instance_uid or self.new_uid(),
             "series_number": self.series_number,
             "sop_instance_uid": self.sop_instance_uid or self.new_uid(),
             "instance_number": self.instance_number,
+            "content_date": stamp.date,
+            "content_time": stamp.time,
+            "series_date": stamp.date,
+            "series_time": stamp.time,
         }

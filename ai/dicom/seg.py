@@ -126,5 +126,5 @@ def write_cell_segmentation(
     # General Image's Patient Orientation is Type 2C, required when there is no Image Orientation
     # (Patient); slide images have none, so it is present and empty (dciodvfy flags it missing).
     seg.PatientOrientation = ""
-    describe(seg, "Nucleated cell segmentation")
+    describe(seg, "Nucleated cell segmentation", series)
     return seg

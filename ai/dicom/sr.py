@@ -141,7 +141,9 @@ def write_differential_report(
         verifying_organization=verifying_observer.organization if verifying_observer else None,
         previous_versions=[predecessor] if predecessor is not None else None,
     )
-    describe(sr, f"Cell differential, {status}")
+    describe(sr, f"Cell differential, {status}", series)
+    if verified:  # highdicom stamps the host's local clock; the SR's clock is the site's (TimezoneOffsetFromUTC)
+        sr.VerifyingObserverSequence[0].VerificationDateTime = series.stamp.date + series.stamp.time
     codes.declare_scheme(sr)
     return sr
 

@@ -4,7 +4,16 @@
 ``/dicomweb``; conformance is described in docs/dicomweb.md.
 """
 
-from dicom_store.dicomweb.app import DicomWebApp, cors, dicomweb_app
+from dicom_store.dicomweb.app import DicomWebApp, cors, dicomweb_app, internal_error_response
 from dicom_store.dicomweb.asgi import Action, Authorize, Denied, allow_all
 
-__all__ = ["Action", "Authorize", "Denied", "DicomWebApp", "allow_all", "cors", "dicomweb_app"]
+__all__ = [
+    "Action",
+    "Authorize",
+    "Denied",
+    "DicomWebApp",
+    "allow_all",
+    "cors",
+    "dicomweb_app",
+    "internal_error_response",
+]

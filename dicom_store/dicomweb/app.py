@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prometheus_client import CollectorRegistry
@@ -15,7 +16,7 @@ from dicom_store.dicomweb import frames_asgi, qido, rendered, stow, wado
 from dicom_store.dicomweb.asgi import Authorize, Denied, denied_response
 from dicom_store.dicomweb.context import Context, Metrics, json_error
 from dicom_store.dicomweb.frames_asgi import TRIED
-from dicom_store.errors import NotFound
+from dicom_store.errors import NotFound, incident, internal_error
 from dicom_store.query import Level
 from dicom_store.store import Store
 
@@ -95,6 +96,16 @@ async def _not_found(request: Request, exc: Exception) -> Response:
     return json_error(404, str(exc))
 
 
+async def internal_error_response(request: Request, exc: Exception) -> Response:
+    """500 with an incident id only; the exception goes to the log under the same id (marked on it, so the
+    outermost layer does not log it twice)."""
+    incident_id = incident(f"{request.method} {request.url.path} failed")
+    exc.incident_id = incident_id  # type: ignore[attr-defined]
+    return Response(
+        json.dumps({"detail": internal_error(incident_id), "incident": incident_id}), 500, media_type="application/json"
+    )
+
+
 class DicomWebApp:
     """ASGI app for ``/dicomweb``: frames requests are answered before any framework routing."""
 
@@ -103,7 +114,7 @@ class DicomWebApp:
         self.frames = frames_asgi.FramesRoute(ctx)
         self.routes = Starlette(
             routes=_routes(ctx),
-            exception_handlers={Denied: _denied, NotFound: _not_found},
+            exception_handlers={Denied: _denied, NotFound: _not_found, Exception: internal_error_response},
         )
         self._slow: Any = self.routes
         if cors_origins:

@@ -26,7 +26,7 @@ from starlette.responses import Response
 from dicom_store.dicomweb import multipart
 from dicom_store.dicomweb.context import DICOM_JSON, Context
 from dicom_store.dicomweb.json_model import dataset_to_json
-from dicom_store.errors import InvalidInstance, StoreError
+from dicom_store.errors import InvalidInstance, StoreError, incident, internal_error
 
 #: PS3.18 Table 10.5.3-2 / PS3.4 Annex B failure reasons used here.
 PROCESSING_FAILURE = 0x0110
@@ -147,8 +147,9 @@ def _store_part(ctx: Context, index: int, part: multipart.Part, study: str | Non
             stored = ctx.store.store_file(part.path, move=True)
         except StoreError as exc:
             outcome.failure, outcome.reason = exc.status, f"part {index}: {exc}"
-        except Exception as exc:  # a bug or an I/O error must answer for this part, not the whole request
-            outcome.failure, outcome.reason = PROCESSING_FAILURE, f"part {index}: {type(exc).__name__}: {exc}"
+        except Exception:  # a bug or an I/O error must answer for this part, not the whole request
+            outcome.failure = PROCESSING_FAILURE
+            outcome.reason = f"part {index}: {internal_error(incident(f'STOW part {index} failed'))}"
         else:
             outcome.sop_class_uid, outcome.sop_instance_uid = stored.sop_class_uid, stored.sop_instance_uid
             outcome.study_instance_uid = stored.study_instance_uid

@@ -19,7 +19,7 @@ from pynetdicom.events import Event
 
 from dicom_store.dimse import identifiers, receive
 from dicom_store.dimse.contexts import NATIVE_SYNTAXES, held_syntaxes, prefer_held_syntaxes, send_contexts
-from dicom_store.errors import StoreError
+from dicom_store.errors import StoreError, incident, internal_error
 from dicom_store.models import Instance
 from dicom_store.store import Store
 
@@ -153,9 +153,8 @@ class Handlers:
         except StoreError as exc:
             log.warning("C-STORE from %s refused (0x%04X): %s", _peer(event), exc.status, exc)
             return status(exc.status, str(exc))
-        except Exception as exc:
-            log.exception("C-STORE from %s failed", _peer(event))
-            return status(PROCESSING_FAILURE, f"internal error: {type(exc).__name__}")
+        except Exception:
+            return status(PROCESSING_FAILURE, internal_error(incident(f"C-STORE from {_peer(event)} failed")))
         log.info("C-STORE from %s: %s %s", _peer(event), result.sop_instance_uid, result.outcome)
         return SUCCESS
 
@@ -169,9 +168,8 @@ class Handlers:
             log.warning("C-FIND from %s refused: %s", _peer(event), exc)
             yield status(exc.status, str(exc)), None
             return
-        except Exception as exc:
-            log.exception("C-FIND from %s failed", _peer(event))
-            yield status(0xC000, f"unable to process: {type(exc).__name__}"), None
+        except Exception:
+            yield status(0xC000, internal_error(incident(f"C-FIND from {_peer(event)} failed"))), None
             return
         pending = PENDING if all_keys_supported else PENDING_WITH_UNSUPPORTED_KEYS
         for count, response in enumerate(responses):
@@ -229,9 +227,8 @@ class Handlers:
             return identifiers.retrieve(self.store, level, identifier)
         except identifiers.IdentifierError as exc:
             code, reason = exc.status, str(exc)
-        except Exception as exc:
-            log.exception("retrieve from %s failed", _peer(event))
-            code, reason = 0xC000, f"unable to process: {type(exc).__name__}"
+        except Exception:
+            code, reason = 0xC000, internal_error(incident(f"retrieve from {_peer(event)} failed"))
         log.warning("retrieve from %s refused: %s", _peer(event), reason)
         _amend_final_response(event, code, reason)
         return None

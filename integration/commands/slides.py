@@ -29,7 +29,12 @@ def import_scan_command(
     components = build_components(settings)
     try:
         result = import_scan(
-            folder, components.store, uid_root=settings.uid_root, accession_number=accession, engine=components.engine
+            folder,
+            components.store,
+            uid_root=settings.uid_root,
+            accession_number=accession,
+            engine=components.engine,
+            zone=settings.zone,
         )
     except (MetaferExportError, ScanImportError, StoreError) as exc:
         typer.secho(f"import failed, nothing stored: {exc}", fg=typer.colors.RED, err=True)
@@ -79,6 +84,7 @@ def analyze_command(
                 study,
                 models,
                 uid_root=settings.uid_root,
+                zone=settings.zone,
                 progress=lambda n: progress.advance(task, n),
             )
     except (ModelError, NotFound, StoreError) as exc:
