@@ -21,7 +21,7 @@ def incident(what: str) -> str:
 
 def internal_error(incident_id: str) -> str:
     """The words a peer gets for an unexpected failure: the incident id and where the details are."""
-    return f"internal error, incident {incident_id} (details in the server log)"
+    return f"internal error, incident {incident_id} (see the server log)"  # fits an Error Comment (64)
 
 
 class StoreError(Exception):

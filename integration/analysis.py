@@ -260,6 +260,13 @@ class AnalysisRun:
     regions: int
     algorithm_name: str
     algorithm_version: str
+    #: What the networks found, kept for the review (integration.workflow records the cells).
+    analysis: SlideAnalysis | None = None
+    algorithm: object | None = None  # ai.dicom.AlgorithmInfo
+    seg_instance_uid: str = ""
+    ann_instance_uid: str = ""
+    aoi_instance_uid: str = ""
+    outbox_id: int | None = None  # the preliminary ORU, once queued
 
 
 def run_analysis(
@@ -277,6 +284,7 @@ def run_analysis(
     objects = result_objects(store, analysis, algorithm, uid_root=uid_root, zone=zone)
     stored = [item.sop_instance_uid for item in store.store_datasets(objects)]
     header = analysis.slide.header()
+    by_kind = _uids_by_kind(objects)
     return AnalysisRun(
         study_instance_uid=study_instance_uid,
         accession_number=str(header.get("AccessionNumber", "")),
@@ -288,4 +296,20 @@ def run_analysis(
         regions=len(analysis.regions),
         algorithm_name=algorithm.name,
         algorithm_version=algorithm.version,
+        analysis=analysis,
+        algorithm=algorithm,
+        seg_instance_uid=by_kind.get("SEG", ""),
+        ann_instance_uid=by_kind.get("CELLS", ""),
+        aoi_instance_uid=by_kind.get("AOI", ""),
     )
+
+
+def _uids_by_kind(objects: list) -> dict[str, str]:  # type: ignore[type-arg]
+    """SOP Instance UIDs of a run's SEG, cell ANN and AOI ANN (told apart by Modality and Content Label)."""
+    out = {}
+    for ds in objects:
+        if ds.Modality == "SEG":
+            out["SEG"] = str(ds.SOPInstanceUID)
+        elif ds.Modality == "ANN":
+            out[str(ds.get("ContentLabel", ""))] = str(ds.SOPInstanceUID)
+    return out

@@ -25,9 +25,11 @@ class CaseStatus(StrEnum):
 
     ORDERED = "ordered"
     CANCELLED = "cancelled"
-    PRELIMINARY = "preliminary"
-    FINAL = "final"
-    CORRECTED = "corrected"
+    PRELIMINARY = "preliminary"  # the AI's result, nobody has changed it yet
+    IN_REVIEW = "in_review"  # a person has changed cells; not signed
+    FINAL = "final"  # signed
+    CORRECTING = "correcting"  # a signed case reopened for a correction
+    CORRECTED = "corrected"  # a correction signed
 
 
 class Patient(SQLModel, table=True):

@@ -90,7 +90,6 @@ async def start_lis_standin(components: Components, stack: AsyncExitStack) -> No
 
 def run_demo(components: Components, case: DemoCase) -> None:
     """Order → scan → import → analyse → ORU, logging each step (runs once the server is up)."""
-    from hl7 import ResultStatus
     from hl7.mllp import send_message
     from integration.scans import import_scan, study_uid_for
 
@@ -112,8 +111,8 @@ def run_demo(components: Components, case: DemoCase) -> None:
         )  # fmt: skip
 
     from ai.models import ModelError
-    from integration.analysis import AnalysisModels, run_analysis
-    from integration.results import differential_result, mark_preliminary, send_result
+    from integration.analysis import AnalysisModels
+    from integration.workflow import Workflow
 
     try:
         models = AnalysisModels.load(settings.model_dir("seg"), settings.model_dir("cls"), settings.model_dir("aoi"))
@@ -122,15 +121,8 @@ def run_demo(components: Components, case: DemoCase) -> None:
         _summary(settings, study)
         return
     log.info("4/5 analysing the captured regions (%s)", models.algorithm_version)
-    run = run_analysis(store, study, models, uid_root=settings.uid_root, zone=settings.zone)
-    mark_preliminary(components.engine, case.accession_number, actor="demo", sr_instance_uid=run.sr_instance_uid)
-    result = differential_result(
-        run.differential, algorithm_name=run.algorithm_name, algorithm_version=run.algorithm_version
-    )
-    queued = send_result(
-        components.engine, settings, accession_number=case.accession_number, study_instance_uid=study,
-        result=result, status=ResultStatus.PRELIMINARY, actor="demo",
-    )  # fmt: skip
+    run = Workflow(components.engine, store, settings).analyse(study, models, actor="demo")
+    queued = run.outbox_id
     critical = ", ".join(code for code, n in run.differential.critical.items() if n) or "none"
     log.info("5/5 %d cells, critical forms: %s; ORU^R01 (P) queued as outbox #%s", run.cells, critical, queued)
     if queued is not None:

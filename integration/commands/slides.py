@@ -60,11 +60,10 @@ def analyze_command(
 
     from ai.models import ModelError
     from dicom_store import NotFound, StoreError
-    from hl7 import ResultStatus
-    from integration.analysis import AnalysisModels, run_analysis
-    from integration.results import differential_result, mark_preliminary, send_result
+    from integration.analysis import AnalysisModels
     from integration.service import build_components
     from integration.settings import load_settings
+    from integration.workflow import Workflow
 
     settings = load_settings(data_dir=data)
     components = build_components(settings)
@@ -79,33 +78,14 @@ def analyze_command(
         regions = len(StoredSlide.find(components.store, study).regions())
         with Progress() as progress:
             task = progress.add_task("analysing regions", total=regions)
-            run = run_analysis(
-                components.store,
-                study,
-                models,
-                uid_root=settings.uid_root,
-                zone=settings.zone,
-                progress=lambda n: progress.advance(task, n),
+            run = Workflow(components.engine, components.store, settings).analyse(
+                study, models, actor="cli", send=send, progress=lambda n: progress.advance(task, n)
             )
     except (ModelError, NotFound, StoreError) as exc:
         typer.secho(f"analysis failed, nothing stored: {exc}", fg=typer.colors.RED, err=True)
         components.engine.dispose()
         raise typer.Exit(2) from exc
-    mark_preliminary(components.engine, run.accession_number, actor="cli", sr_instance_uid=run.sr_instance_uid)
-    queued = None
-    if send and run.accession_number:
-        result = differential_result(
-            run.differential, algorithm_name=run.algorithm_name, algorithm_version=run.algorithm_version
-        )
-        queued = send_result(
-            components.engine,
-            settings,
-            accession_number=run.accession_number,
-            study_instance_uid=study,
-            result=result,
-            status=ResultStatus.PRELIMINARY,
-            actor="cli",
-        )
+    queued = run.outbox_id
     components.engine.dispose()
     _print_differential(run)
     typer.echo(f"stored {len(run.stored)} result instances; SR {run.sr_instance_uid}")
