@@ -17,7 +17,9 @@ from api.config import ApiConfig
 from api.gateway import Gateway, HttpMetrics
 from api.metrics import Registries
 from api.notice import RESEARCH_NOTICE
-from api.routers import health, home
+from api.review import ReviewService
+from api.routers import health, home, session
+from api.routers import review as review_routes
 from dicom_store.dicomweb import DicomWebApp, cors, dicomweb_app, internal_error_response
 from dicom_store.models import Instance
 from dicom_store.store import Store
@@ -30,10 +32,11 @@ class MarrowlinkApp(Gateway):
     dicomweb: DicomWebApp
 
 
-def create_app(store: Store, config: ApiConfig | None = None) -> MarrowlinkApp:
+def create_app(store: Store, config: ApiConfig | None = None, review: ReviewService | None = None) -> MarrowlinkApp:
+    """The whole HTTP application; `review` is the workflow (integration hands it in), None for an archive only."""
     config = config or ApiConfig()
     registries = Registries(_instance_count(store))
-    auth = TokenAuth(config)
+    auth = TokenAuth(config, sessions=review.session if review is not None else None)
     dicomweb = dicomweb_app(
         store,
         authorize=auth.dicomweb,
@@ -52,8 +55,11 @@ def create_app(store: Store, config: ApiConfig | None = None) -> MarrowlinkApp:
     fastapi_app.state.auth = auth
     fastapi_app.state.registry = registries.served
     fastapi_app.state.config = config
+    fastapi_app.state.review = review
     fastapi_app.include_router(home.router)
     fastapi_app.include_router(health.router)
+    fastapi_app.include_router(session.router)
+    fastapi_app.include_router(review_routes.router)
 
     def with_cors(app):  # type: ignore[no-untyped-def]
         return cors(app, config.cors_origins)

@@ -11,11 +11,13 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
+from api.auth import SESSION_COOKIE
 from dicom_store.dicomweb.frames_asgi import FRAMES_PATH, TRIED
 from dicom_store.dicomweb.frames_asgi import ROUTE as FRAMES_ROUTE
 from dicom_store.errors import incident, internal_error
 
 PREFIX = "/dicomweb"
+SESSION_COOKIE_BYTES = SESSION_COOKIE.encode()
 _PLACEHOLDERS = {"studies": "{study}", "series": "{series}", "instances": "{instance}", "frames": "{frames}"}
 _DICOMWEB_ROUTES = {
     "/studies",
@@ -110,6 +112,8 @@ class Gateway:
         root = scope.get("root_path", "")
         path = scope["path"][len(root) :] if root and scope["path"].startswith(root) else scope["path"]
         dicomweb = path.startswith(PREFIX + "/") or path == PREFIX
+        if dicomweb:
+            _session_as_authorization(scope)
         if dicomweb and scope["method"] == "GET":
             match = FRAMES_PATH.match(path, len(PREFIX))
             if match is not None:  # the hot path: no scope copy, no send wrapper
@@ -146,6 +150,25 @@ class Gateway:
             route = scope.get("route")
             template = getattr(route, "path", None) or "other"
             self.metrics.observe(template, scope["method"], status, time.perf_counter() - start)
+
+
+def _session_as_authorization(scope: dict[str, Any]) -> None:
+    """A viewer inside the review pages reaches /dicomweb with the person's session cookie: hand it to
+    the DICOMweb app's authorize hook as `Authorization: Session <token>` (only when no Authorization
+    header came, so a token always wins)."""
+    cookie = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            return
+        if name == b"cookie":
+            cookie = value
+    if cookie is None:
+        return
+    for part in cookie.split(b";"):
+        key, _, token = part.strip().partition(b"=")
+        if key == SESSION_COOKIE_BYTES and token:
+            scope["headers"] = [*scope["headers"], (b"authorization", b"Session " + token)]
+            return
 
 
 async def _answer_failure(exc: Exception, scope: dict[str, Any], send: Any, started: bool) -> None:

@@ -140,6 +140,29 @@ class StoredSlide:
             image[y : y + h, x : x + w] = _decode(data)[:h, :w]
         return image
 
+    def read_window(self, column: int, row: int, width: int, height: int) -> np.ndarray:
+        """Any rectangle of the 40x level (RGB, need not be tile-aligned); what was not captured is background."""
+        positions = self.tile_positions()
+        size = int(self.sparse.rows or 256)
+        image = np.full((height, width, 3), BACKGROUND, dtype=np.uint8)
+        keys = [
+            (tile_row, tile_column)
+            for tile_row in range(max(0, row // size), (row + height - 1) // size + 1)
+            for tile_column in range(max(0, column // size), (column + width - 1) // size + 1)
+            if (tile_row, tile_column) in positions
+        ]
+        frames = self.store.get_frames(self.sparse.sop_instance_uid, [positions[k] for k in keys])
+        for (tile_row, tile_column), data in zip(keys, frames, strict=True):
+            tile = _decode(data)
+            y, x = tile_row * size, tile_column * size
+            top, left = max(y, row), max(x, column)
+            bottom, right = min(y + tile.shape[0], row + height), min(x + tile.shape[1], column + width)
+            if bottom > top and right > left:
+                image[top - row : bottom - row, left - column : right - column] = tile[
+                    top - y : bottom - y, left - x : right - x
+                ]
+        return image
+
     # ---- the overview -----------------------------------------------------------------------------------
 
     def overview_image(self) -> np.ndarray:

@@ -110,7 +110,9 @@ def build_app(components: Components):  # type: ignore[no-untyped-def]
         max_request_bytes=settings.max_request_bytes,
         base_url=settings.base_url,
     )
-    return create_app(components.store, config)
+    from integration.review_service import ReviewAdapter
+
+    return create_app(components.store, config, ReviewAdapter(components.engine, components.store, settings))
 
 
 def http_config(app, settings: Settings) -> uvicorn.Config:  # type: ignore[no-untyped-def]

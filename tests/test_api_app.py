@@ -50,7 +50,7 @@ def test_auth_roles_and_public_read_toggle(sqlite_engine, tmp_path: Path) -> Non
 
         assert httpx.get(f"{served.url}/api/me").status_code == 401
         me = httpx.get(f"{served.url}/api/me", headers=WRITE)
-        assert me.json() == {"user": "tom", "roles": ["technologist"]}
+        assert me.json() == {"user": "tom", "roles": ["technologist"], "name": "", "csrf": ""}  # a token: no session
 
     with served_store(sqlite_engine, tmp_path, dicomweb_public_read=True) as served:
         assert httpx.get(f"{served.dicomweb}/studies").status_code == 200

@@ -37,9 +37,11 @@ def landing() -> str:
 class Me(BaseModel):
     user: str
     roles: list[str]
+    name: str = ""  # a person's name (Family^Given); empty for a machine's token
+    csrf: str = ""  # a person's session CSRF token, to send back as X-CSRF-Token with changes
 
 
 @router.get("/api/me", response_model=Me, tags=["auth"])
 def me(user: User = Depends(require_roles())) -> Me:  # noqa: B008 - FastAPI dependency idiom
-    """Who the bearer token belongs to (lets a client check its token before doing work)."""
-    return Me(user=user.name, roles=sorted(user.roles))
+    """Who the token or session belongs to (lets a client check before doing work; pages get their CSRF token)."""
+    return Me(user=user.name, roles=sorted(user.roles), name=user.person.name if user.person else "", csrf=user.csrf)

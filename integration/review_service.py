@@ -1,0 +1,331 @@
+"""The workflow as the HTTP API sees it (api.review.ReviewService): JSON-ready answers, refusals as ReviewError.
+
+`api` defines what it needs; this adapter is what `serve` hands to `create_app`, so the API calls the
+same workflow as the CLI and the demo without importing `integration`.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Engine
+from sqlmodel import Session, col, select
+
+from acquisition import CELL_CLASSES, CRITICAL_CODES
+from ai.catalogue import UNIDENTIFIED
+from api.review import Person, ReviewError
+from dicom_store import Store
+from integration.cases import AuditLog, Case, CaseStatus, Patient, audit, case_slides, get_case
+from integration.review import CellRow, Report, case_reports, latest_report, run_cells, run_regions
+from integration.settings import Settings
+from integration.users import Users
+from integration.workflow import Signer, Workflow, WorkflowError
+
+#: Worklist order: cases with critical cells first, then the oldest; closed cases last.
+_CLOSED = (CaseStatus.FINAL.value, CaseStatus.CORRECTED.value, CaseStatus.CANCELLED.value)
+_NAMES = {c.code: c.name for c in CELL_CLASSES}
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+
+
+class ReviewAdapter:
+    """Implements api.review.ReviewService over the workflow, the accounts and the store."""
+
+    def __init__(self, engine: Engine, store: Store, settings: Settings) -> None:
+        self.engine = engine
+        self.store = store
+        self.settings = settings
+        self.workflow = Workflow(engine, store, settings)
+        self.users = Users(engine)
+        self._slides: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # ---- people ------------------------------------------------------------------------------------
+
+    def login(self, login: str, password: str, *, source: str) -> tuple[Person, str, str] | None:
+        found = self.users.login(login, password, source=source)
+        if found is None:
+            return None
+        account, token, csrf = found
+        return Person(account.login, account.role, account.name, account.organization), token, csrf
+
+    def session(self, token: str) -> tuple[Person, str] | None:
+        found = self.users.session(token)
+        if found is None:
+            return None
+        account, csrf = found
+        return Person(account.login, account.role, account.name, account.organization), csrf
+
+    def logout(self, token: str) -> None:
+        self.users.logout(token)
+
+    # ---- reading ------------------------------------------------------------------------------------
+
+    def worklist(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            query = select(Case)
+            if status:
+                query = query.where(Case.status == status)
+            rows = []
+            for case in session.exec(query).all():
+                run = latest_report(session, case.id, statuses=("preliminary",))  # type: ignore[arg-type]
+                critical = self._critical(session, run) if run is not None else {}
+                rows.append((case, critical, self._patient(session, case)))
+        rows.sort(key=lambda r: (r[0].status in _CLOSED, -sum(r[1].values()), _iso(r[0].created_at) or ""))
+        return [
+            {
+                "accession": case.accession_number,
+                "status": case.status,
+                "priority": case.priority,
+                "patient": patient,
+                "critical": {code: n for code, n in critical.items() if n},
+                "critical_total": sum(critical.values()),
+                "ordered_at": _iso(case.created_at),
+                "updated_at": _iso(case.updated_at),
+                "url": f"/review/cases/{case.accession_number}",
+            }
+            for case, critical, patient in rows[:limit]
+        ]
+
+    def case(self, accession: str, *, actor: str) -> dict[str, Any]:
+        with Session(self.engine) as session, session.begin():
+            case = get_case(session, accession)
+            if case is None:
+                raise ReviewError(404, f"no case with accession number {accession!r}")
+            run = latest_report(session, case.id, statuses=("preliminary",))  # type: ignore[arg-type]
+            reports = case_reports(session, case.id)  # type: ignore[arg-type]
+            slides = [s.barcode for s in case_slides(session, case.id)]  # type: ignore[arg-type]
+            patient = self._patient(session, case)
+            audit(session, actor, "case.viewed", "case", accession)
+            answer: dict[str, Any] = {
+                "accession": accession,
+                "status": case.status,
+                "priority": case.priority,
+                "patient": patient,
+                "slides": slides,
+                "collected_at": _iso(case.collected_at),
+                "ordered_at": _iso(case.created_at),
+                "research_use_only": True,
+                "reports": [_report_json(r) for r in reports],
+            }
+            if run is not None:
+                answer["study_instance_uid"] = run.study_instance_uid
+                answer["regions"] = [list(r) for r in run_regions(run)]
+                answer["differential"] = self._differential(session, run)
+                answer["viewer"] = {
+                    "dicomweb": "/dicomweb",
+                    "study": run.study_instance_uid,
+                    "annotations": run.ann_instance_uid,
+                    "segmentation": run.seg_instance_uid,
+                    "aoi": run.aoi_instance_uid,
+                }
+        return answer
+
+    def cells(self, accession: str, *, cls: str | None, limit: int, after: int) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            run = self._run(session, accession)
+            query = select(CellRow).where(CellRow.run_id == run.id, CellRow.deleted == False, CellRow.id > after)  # noqa: E712
+            if cls == UNIDENTIFIED:
+                query = query.where(
+                    (CellRow.reviewed_class == None) & (CellRow.predicted_class == None)  # noqa: E711
+                )
+            elif cls:
+                reviewed = (CellRow.reviewed_class == cls) | (
+                    (CellRow.reviewed_class == None) & (CellRow.predicted_class == cls)  # noqa: E711
+                )
+                query = query.where(reviewed)
+            cells = session.exec(query.order_by(col(CellRow.id)).limit(limit)).all()
+            return [_cell_json(c) for c in cells]
+
+    def cell_image(self, cell_id: int, *, size: int) -> bytes:
+        import cv2
+
+        from dicom_store.slides import StoredSlide
+
+        with Session(self.engine) as session:
+            cell = session.get(CellRow, cell_id)
+            report = session.get(Report, cell.run_id) if cell is not None else None
+            if cell is None or report is None:
+                raise ReviewError(404, f"no cell {cell_id}")
+        with self._lock:
+            slide = self._slides.get(report.study_instance_uid)
+            if slide is None:
+                slide = self._slides[report.study_instance_uid] = StoredSlide.find(
+                    self.store, report.study_instance_uid
+                )
+        side = max(cell.x1 - cell.x0, cell.y1 - cell.y0, 96) + 24
+        cx = cell.region_column + (cell.x0 + cell.x1) // 2
+        cy = cell.region_row + (cell.y0 + cell.y1) // 2
+        window = slide.read_window(max(0, cx - side // 2), max(0, cy - side // 2), side, side)
+        window = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
+        ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(window), cv2.COLOR_RGB2BGR))
+        if not ok:
+            raise ReviewError(500, "the crop could not be encoded")
+        return io.BytesIO(png.tobytes()).getvalue()
+
+    def audit(self, accession: str) -> list[dict[str, Any]]:
+        with Session(self.engine) as session:
+            case = get_case(session, accession)
+            if case is None:
+                raise ReviewError(404, f"no case with accession number {accession!r}")
+            run_ids = [r.id for r in case_reports(session, case.id)]  # type: ignore[arg-type]
+            cell_ids = [str(c) for c in session.exec(select(CellRow.id).where(col(CellRow.run_id).in_(run_ids))).all()]
+            query = select(AuditLog).where(
+                ((AuditLog.entity == "case") & (AuditLog.entity_id == accession))
+                | ((AuditLog.entity == "cell") & col(AuditLog.entity_id).in_(cell_ids))
+            )
+            entries = session.exec(query.order_by(col(AuditLog.id))).all()
+            return [
+                {"at": _iso(e.at), "actor": e.actor, "action": e.action, "entity": e.entity,
+                 "entity_id": e.entity_id, "details": json.loads(e.details)}
+                for e in entries
+            ]  # fmt: skip
+
+    def outbox(self, *, limit: int) -> list[dict[str, Any]]:
+        from hl7.tables import OutboxMessage
+
+        with Session(self.engine) as session:
+            rows = session.exec(select(OutboxMessage).order_by(col(OutboxMessage.id).desc()).limit(limit)).all()
+            return [
+                {"id": r.id, "destination": r.destination, "control_id": r.control_id, "state": r.state,
+                 "reference": r.reference, "attempts": r.attempts, "last_error": r.last_error,
+                 "created_at": _iso(r.created_at), "sent_at": _iso(r.sent_at)}
+                for r in rows
+            ]  # fmt: skip
+
+    # ---- changing -----------------------------------------------------------------------------------
+
+    def reclassify(self, cell_id: int, cls: str, *, actor: str) -> dict[str, Any]:
+        return _cell_json(self._refusing(self.workflow.reclassify, cell_id, cls, actor=actor))
+
+    def delete_cell(self, cell_id: int, *, actor: str) -> dict[str, Any]:
+        return _cell_json(self._refusing(self.workflow.delete_cell, cell_id, actor=actor))
+
+    def add_cell(self, accession: str, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
+        region = tuple(int(v) for v in body.get("region") or ())
+        if len(region) != 4:
+            raise ReviewError(422, "region must be [column, row, width, height] of an analysed region")
+        polygon = body.get("polygon")
+        if polygon is None:
+            x, y = (float(v) for v in body["point"])
+            radius = 6.0 / (self._pixel_size(accession) or 0.1)  # a 12 µm cell drawn around the point
+            angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+            polygon = np.stack([x + radius * np.cos(angles), y + radius * np.sin(angles)], axis=1)
+            polygon = np.clip(polygon, 0, [region[2] - 1, region[3] - 1]).tolist()
+        cell = self._refusing(self.workflow.add_cell, accession, region, polygon, body["class"], actor=actor)
+        return _cell_json(cell)
+
+    def sign(self, accession: str, signer: Person, *, actor: str) -> dict[str, Any]:
+        organization = signer.organization or self.settings.lis_facility or "marrowlink"
+        signed = self._refusing(
+            self.workflow.sign, accession, Signer(signer.login, signer.name or signer.login, organization), actor=actor
+        )
+        return {
+            "accession": accession,
+            "status": signed.status,
+            "sr": signed.sr_instance_uid,
+            "predecessor": signed.predecessor_sr_uid,
+            "outbox_id": signed.outbox_id,
+            "differential": _differential_json(signed.differential),
+        }
+
+    def reopen(self, accession: str, *, reason: str, actor: str) -> dict[str, Any]:
+        self._refusing(self.workflow.reopen, accession, actor=actor, reason=reason)
+        return {"accession": accession, "status": CaseStatus.CORRECTING.value}
+
+    # ---- helpers ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _refusing(function: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return function(*args, **kwargs)
+        except WorkflowError as exc:
+            raise ReviewError(exc.status, str(exc)) from exc
+
+    def _run(self, session: Session, accession: str) -> Report:
+        case = get_case(session, accession)
+        if case is None:
+            raise ReviewError(404, f"no case with accession number {accession!r}")
+        run = latest_report(session, case.id, statuses=("preliminary",))  # type: ignore[arg-type]
+        if run is None:
+            raise ReviewError(409, f"case {accession} has no AI result yet")
+        return run
+
+    def _pixel_size(self, accession: str) -> float:
+        with Session(self.engine) as session:
+            return self._run(session, accession).pixel_size_um
+
+    @staticmethod
+    def _critical(session: Session, run: Report) -> dict[str, int]:
+        counts = {code: 0 for code in CRITICAL_CODES}
+        for cell in run_cells(session, run.id):  # type: ignore[arg-type]
+            if cell.current_class in counts:
+                counts[cell.current_class] += 1  # type: ignore[index]
+        return counts
+
+    @staticmethod
+    def _differential(session: Session, run: Report) -> dict[str, Any]:
+        from ai.results import Differential
+
+        cells = run_cells(session, run.id)  # type: ignore[arg-type]
+        return _differential_json(Differential.from_classes(c.current_class for c in cells))
+
+    @staticmethod
+    def _patient(session: Session, case: Case) -> dict[str, Any]:
+        patient = session.get(Patient, case.patient_id)
+        if patient is None:
+            return {}
+        return {
+            "name": " ".join(p for p in (patient.given_name, patient.family_name) if p),
+            "birth_date": patient.birth_date.isoformat() if patient.birth_date else None,
+            "sex": patient.sex,
+        }
+
+
+def _report_json(report: Report) -> dict[str, Any]:
+    return {
+        "status": report.status,
+        "sr": report.sr_instance_uid,
+        "signed_by": report.signed_by,
+        "predecessor": report.predecessor_sr_uid,
+        "outbox_id": report.outbox_id,
+        "at": _iso(report.created_at),
+    }
+
+
+def _cell_json(cell: CellRow) -> dict[str, Any]:
+    return {
+        "id": cell.id,
+        "class": cell.current_class or UNIDENTIFIED,
+        "ai_class": cell.predicted_class or UNIDENTIFIED,
+        "reviewed_class": cell.reviewed_class,
+        "probability": cell.probability,
+        "deleted": cell.deleted,
+        "added_by": cell.added_by or None,
+        "region": [cell.region_column, cell.region_row, cell.region_width, cell.region_height],
+        "bbox": [cell.x0, cell.y0, cell.x1, cell.y1],
+        "image": f"/api/cells/{cell.id}/image",
+    }
+
+
+def _differential_json(differential: Any) -> dict[str, Any]:
+    counts = {code: n for code, n in differential.counts.items() if n}
+    return {
+        "counts": counts,
+        "percent": {code: round(p, 1) for code, p in differential.percent.items() if counts.get(code)},
+        "names": {code: _NAMES.get(code, code) for code in counts},
+        "total": differential.total,
+        "total_classed": differential.total_classed,
+        "me_ratio": None if differential.me_ratio is None else round(differential.me_ratio, 2),
+        "critical": {code: n for code, n in differential.critical.items() if n},
+        "unidentified": differential.counts.get(UNIDENTIFIED, 0),
+    }
