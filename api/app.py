@@ -7,8 +7,10 @@ thin gateway in front so DICOMweb's hot frames route bypasses FastAPI's routing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import func, select
 from sqlmodel import Session
 
@@ -18,11 +20,14 @@ from api.gateway import Gateway, HttpMetrics
 from api.metrics import Registries
 from api.notice import RESEARCH_NOTICE
 from api.review import ReviewService
-from api.routers import health, home, session
+from api.routers import health, home, pages, session
 from api.routers import review as review_routes
 from dicom_store.dicomweb import DicomWebApp, cors, dicomweb_app, internal_error_response
 from dicom_store.models import Instance
 from dicom_store.store import Store
+
+#: Scripts, styles and the vendored viewer of the review pages (served by the app: nothing from the internet).
+STATIC = Path(__file__).resolve().parent / "static"
 
 
 class MarrowlinkApp(Gateway):
@@ -60,6 +65,8 @@ def create_app(store: Store, config: ApiConfig | None = None, review: ReviewServ
     fastapi_app.include_router(health.router)
     fastapi_app.include_router(session.router)
     fastapi_app.include_router(review_routes.router)
+    fastapi_app.include_router(pages.router)
+    fastapi_app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     def with_cors(app):  # type: ignore[no-untyped-def]
         return cors(app, config.cors_origins)

@@ -67,8 +67,8 @@ def oru_case(engine: Engine, accession_number: str, *, study_instance_uid: str, 
         collected_at=_collected(case),
         study_instance_uid=study_instance_uid,
         study_url=f"{base}/dicomweb/studies/{study_instance_uid}",
-        # No review page yet: an ORU must not carry a link that leads nowhere.
-        viewer_url="",
+        # The case's review page: a LIS user follows it (and logs in); the DICOMweb link needs a token.
+        viewer_url=f"{base}/review/cases/{case.accession_number}",
         receiving_application=settings.lis_application,
         receiving_facility=settings.lis_facility,
     )

@@ -205,10 +205,17 @@ class ReviewAdapter:
     # ---- changing -----------------------------------------------------------------------------------
 
     def reclassify(self, cell_id: int, cls: str, *, actor: str) -> dict[str, Any]:
-        return _cell_json(self._refusing(self.workflow.reclassify, cell_id, cls, actor=actor))
+        return self._with_counts(self._refusing(self.workflow.reclassify, cell_id, cls, actor=actor))
 
     def delete_cell(self, cell_id: int, *, actor: str) -> dict[str, Any]:
-        return _cell_json(self._refusing(self.workflow.delete_cell, cell_id, actor=actor))
+        return self._with_counts(self._refusing(self.workflow.delete_cell, cell_id, actor=actor))
+
+    def _with_counts(self, cell: CellRow) -> dict[str, Any]:
+        """The changed cell and the case's differential after the change (the page updates its table)."""
+        with Session(self.engine) as session:
+            run = session.get(Report, cell.run_id)
+            counts = self._differential(session, run) if run is not None else None
+        return {**_cell_json(cell), "differential": counts}
 
     def add_cell(self, accession: str, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
         region = tuple(int(v) for v in body.get("region") or ())
@@ -222,7 +229,7 @@ class ReviewAdapter:
             polygon = np.stack([x + radius * np.cos(angles), y + radius * np.sin(angles)], axis=1)
             polygon = np.clip(polygon, 0, [region[2] - 1, region[3] - 1]).tolist()
         cell = self._refusing(self.workflow.add_cell, accession, region, polygon, body["class"], actor=actor)
-        return _cell_json(cell)
+        return self._with_counts(cell)
 
     def sign(self, accession: str, signer: Person, *, actor: str) -> dict[str, Any]:
         organization = signer.organization or self.settings.lis_facility or "marrowlink"

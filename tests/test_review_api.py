@@ -9,6 +9,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import Engine
 from sqlmodel import Session
 
 from api import ApiConfig, create_app
@@ -29,7 +30,7 @@ VIEWER_TOKEN = {"Authorization": "Bearer viewer-token-0001"}
 
 
 @pytest.fixture
-def served(export, tmp_path: Path, tiny_models) -> Iterator[tuple[str, Store]]:  # type: ignore[no-untyped-def]  # noqa: F811
+def served(export, tmp_path: Path, tiny_models) -> Iterator[tuple[str, Store, Engine]]:  # type: ignore[no-untyped-def]  # noqa: F811
     folder, barcode = export
     engine = open_index(f"sqlite:///{tmp_path / 'index.sqlite3'}")
     settings = Settings(data_dir=tmp_path, lis_destination="127.0.0.1:9", uid_root="1.2.826.0.1.3680043.8.498.")
@@ -48,7 +49,7 @@ def served(export, tmp_path: Path, tiny_models) -> Iterator[tuple[str, Store]]: 
     config = ApiConfig(tokens=[{"token": "viewer-token-0001", "user": "vic", "roles": ["viewer"]}])
     app = create_app(store, config, ReviewAdapter(engine, store, settings))
     with serve(app) as url:
-        yield url, store
+        yield url, store, engine
     engine.dispose()
 
 
@@ -62,7 +63,7 @@ def _login(url: str, login: str, password: str) -> tuple[httpx.Client, dict[str,
 
 
 def test_people_review_sign_and_correct_over_http(served) -> None:  # type: ignore[no-untyped-def]
-    url, store = served
+    url, store, _ = served
     assert httpx.get(f"{url}/api/cases").status_code == 401
     assert httpx.post(f"{url}/api/session", json={"login": "tech", "password": "wrong"}).status_code == 401
     worklist = httpx.get(f"{url}/api/cases", headers=VIEWER_TOKEN).json()
@@ -127,7 +128,7 @@ def test_people_review_sign_and_correct_over_http(served) -> None:  # type: igno
 
 
 def test_login_page_session_cookie_dicomweb_and_logout(served) -> None:  # type: ignore[no-untyped-def]
-    url, _ = served
+    url, _, _ = served
     browser = httpx.Client(base_url=url)
     page = browser.get("/login")
     assert page.status_code == 200 and "Research use only" in page.text

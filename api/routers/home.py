@@ -14,6 +14,7 @@ from api.notice import RESEARCH_NOTICE
 router = APIRouter()
 
 _LINKS = [
+    ("/review", "Review: the worklist (log in)"),
     ("/dicomweb/studies", "DICOMweb: studies (QIDO-RS)"),
     ("/docs", "API documentation (OpenAPI)"),
     ("/healthz", "Liveness"),

@@ -1,0 +1,126 @@
+"""The review pages in headless Chromium (Debian's, driven by Playwright): log in, the worklist puts the
+critical case first, the gallery reclassifies with the keyboard and the counts follow, sign-off stores a
+VERIFIED SR whose counts are the ones the page showed, and the ORU F keeps the P's OBR-3.
+
+Screenshots go to test-artifacts/screenshots/ (or MARROWLINK_SCREENSHOTS) for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from ai.dicom import read_differential_report
+from tests.test_review_api import served  # noqa: F401  (the served review app with an analysed case)
+from tests.test_workflow import _obr3, _oru, export  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(
+    os.environ.get("MARROWLINK_SCREENSHOTS", Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots")
+)
+
+pytestmark = [pytest.mark.peer, pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian chromium missing")]
+
+
+@pytest.fixture
+def browser():  # type: ignore[no-untyped-def]
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--disable-quic"],
+        )  # fmt: skip
+        yield chromium
+        chromium.close()
+
+
+def _counts(page) -> dict[str, int]:  # type: ignore[no-untyped-def]
+    rows = page.locator("#differential tbody tr")
+    return {rows.nth(i).get_attribute("data-class"): int(rows.nth(i).locator("td").nth(1).inner_text())
+            for i in range(rows.count())}  # fmt: skip
+
+
+def test_a_person_reviews_and_signs_with_the_keyboard(served, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    url, store, engine = served
+    with engine.begin() as connection:  # the other case is older: only critical cells put ours first
+        connection.execute(
+            text("UPDATE cases SET created_at = '2020-01-01 00:00:00' WHERE accession_number = 'ACC-LATER'")
+        )
+    shutil.rmtree(SHOTS, ignore_errors=True)
+    SHOTS.mkdir(parents=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+
+    page.goto(f"{url}/review")
+    assert "/login" in page.url and "Research use only" in page.content()
+    page.fill("input[name=login]", "ppath")
+    page.fill("input[name=password]", "path-pass-1")
+    page.click("button[type=submit]")
+    page.wait_for_selector("#worklist tbody tr")
+    page.screenshot(path=SHOTS / "1-worklist-before.png")
+
+    # The case page, reached by keyboard; its first gallery cell becomes a blast (key 1).
+    rows = page.locator("#worklist tbody tr")
+    accessions = [rows.nth(i).get_attribute("data-accession") for i in range(rows.count())]
+    rows.nth(accessions.index("ACC-WF")).focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-ready=true]")
+    before = _counts(page)
+    first = page.locator(".tile").nth(0).get_attribute("data-class")
+    page.keyboard.press("1")
+    page.wait_for_function("document.querySelector('.tile.changed') !== null")
+    assert _counts(page).get("BLA", 0) == before.get("BLA", 0) + (first != "BLA")
+    page.screenshot(path=SHOTS / "2-case-after-one-key.png", full_page=True)
+
+    # Back on the worklist the case with a critical cell comes first, though the other one is older.
+    page.goto(f"{url}/review")
+    page.wait_for_selector("#worklist tbody tr")
+    top = page.locator("#worklist tbody tr").nth(0)
+    assert top.get_attribute("data-accession") == "ACC-WF" and top.locator(".badge.critical").count() >= 1
+    page.screenshot(path=SHOTS / "3-worklist-critical-first.png")
+    top.focus()
+    page.keyboard.press("Enter")
+    page.wait_for_selector("body[data-ready=true]")
+
+    # Every unidentified cell classified (key w = NGS), so the case can be signed.
+    for index in range(page.locator(".tile").count()):
+        tile = page.locator(".tile").nth(index)
+        if tile.get_attribute("data-class") == "UNIDENTIFIED":
+            tile.click()
+            page.keyboard.press("w")
+            page.wait_for_function(f"document.querySelectorAll('.tile')[{index}].dataset.class === 'NGS'")
+    shown = _counts(page)
+    assert "UNIDENTIFIED" not in shown
+    page.click("#sign")
+    page.wait_for_selector(".message:has-text('Signed')")
+    page.screenshot(path=SHOTS / "4-case-signed.png", full_page=True)
+    assert page.locator("#case-state").inner_text() == "final"
+
+    page.goto(f"{url}/review")
+    page.wait_for_selector("#worklist tbody tr")
+    assert page.locator("#worklist tbody tr").nth(0).get_attribute("data-accession") == "ACC-LATER"  # signed: closed
+    page.screenshot(path=SHOTS / "5-worklist-after.png")
+    assert not errors, errors
+
+    report = [r for r in _sr_reports(store) if r["VerificationFlag"] == "VERIFIED"]
+    assert len(report) == 1
+    assert {k: v for k, v in report[0]["counts"].items() if v} == shown
+    final, preliminary = _oru(engine, "F"), _oru(engine, "P")
+    assert len(final) == 1 and _obr3(final[0]) == _obr3(preliminary[0])
+    assert "/review/cases/ACC-WF" in final[0]  # the LIS user's way back to the case
+
+
+def _sr_reports(store) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
+    out = []
+    for ds in store.search("IMAGE", [("Modality", "SR")]):
+        full = store.get_dataset(str(ds.SOPInstanceUID))
+        report = read_differential_report(full)
+        out.append({**report, "VerificationFlag": full.VerificationFlag})
+    return out
