@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ai.runtime import start_tensorflow
+
 INTENDED_USE = "Research use only, not for clinical diagnosis."
 CARD_FILE = "model.json"
 WEIGHTS_FILE = "weights.h5"
@@ -117,6 +119,7 @@ def load_model(folder: Path | str | None, kind: str | None = None):
             "(corrupt or replaced weights; retrain or restore the file)"
         )
     key = (str(folder.resolve()), actual)
+    start_tensorflow()
     with _LOCK:
         if key not in _CACHE:
             model = build_from_card(card)

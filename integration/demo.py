@@ -3,7 +3,9 @@
 An order arrives over MLLP (OML^O21), the virtual Metafer scans a smear of the ordered profile, the
 scan is imported as DICOM WSI, the AI analyses it, the results are stored as SEG/ANN/SR and the
 preliminary ORU^R01 goes to a LIS (a stand-in inside the process unless one is configured). Then the
-server keeps running so a viewer can open the study. Research use only, not for clinical diagnosis.
+server keeps running: the log prints the review page and the demo accounts' passwords, and a person who
+logs in, reviews and signs sees the final ORU^R01 reach the LIS stand-in in the same log. Research use
+only, not for clinical diagnosis.
 """
 
 from __future__ import annotations
@@ -95,6 +97,7 @@ def run_demo(components: Components, case: DemoCase) -> None:
 
     settings = components.settings
     store = components.store
+    passwords = demo_users(components)
     log.info("1/5 order %s for slide %s over MLLP :%d", case.accession_number, case.barcode, settings.mllp_port)
     reply = asyncio.run(send_message("127.0.0.1", settings.mllp_port, demo_order(case)))
     log.info("    answer: %s", getattr(reply, "code", reply))
@@ -118,7 +121,7 @@ def run_demo(components: Components, case: DemoCase) -> None:
         models = AnalysisModels.load(settings.model_dir("seg"), settings.model_dir("cls"), settings.model_dir("aoi"))
     except ModelError as exc:
         log.warning("4/5 no trained models, analysis skipped: %s", exc)
-        _summary(settings, study)
+        _summary(settings, study, passwords)
         return
     log.info("4/5 analysing the captured regions (%s)", models.algorithm_version)
     run = Workflow(components.engine, store, settings).analyse(study, models, actor="demo")
@@ -127,7 +130,7 @@ def run_demo(components: Components, case: DemoCase) -> None:
     log.info("5/5 %d cells, critical forms: %s; ORU^R01 (P) queued as outbox #%s", run.cells, critical, queued)
     if queued is not None:
         _await_delivery(components, queued)
-    _summary(settings, study)
+    _summary(settings, study, passwords)
 
 
 def _await_delivery(components: Components, entry_id: int, timeout: float = 60.0) -> None:
@@ -160,8 +163,33 @@ def _scan(folder: Path, case: DemoCase) -> Path:
     return folder
 
 
-def _summary(settings, study: str) -> None:  # type: ignore[no-untyped-def]
+#: Demo accounts: (login, role, DICOM name); passwords are made anew on every run and printed.
+DEMO_USERS = (("demo-tech", "technologist", "Technologist^Demo"), ("demo-path", "pathologist", "Pathologist^Demo"))
+
+
+def demo_users(components: Components) -> dict[str, str]:
+    """Create (or reset) the demo accounts with fresh passwords; returns login → password."""
+    import secrets
+
+    from integration.users import Users
+
+    users = Users(components.engine)
+    passwords = {}
+    for login, role, name in DEMO_USERS:
+        password = secrets.token_urlsafe(9)
+        if users.get(login) is None:
+            users.add(login, password, role, name=name, organization="marrowlink demo lab", actor="demo")
+        else:
+            users.set_password(login, password, actor="demo")
+        passwords[login] = password
+    return passwords
+
+
+def _summary(settings, study: str, passwords: dict[str, str] | None = None) -> None:  # type: ignore[no-untyped-def]
     base = settings.base_url
+    if passwords:
+        log.info("review: %s/review  (log in as demo-path / %s to sign, or demo-tech / %s to pre-classify)",
+                 base, passwords["demo-path"], passwords["demo-tech"])  # fmt: skip
     log.info("study %s", study)
     log.info("DICOMweb: %s/dicomweb/studies/%s/series  (QIDO)", base, study)
     log.info("DIMSE: %s@%s:%d   HL7 MLLP: :%d", settings.ae_title, "127.0.0.1", settings.dicom_port, settings.mllp_port)

@@ -16,7 +16,7 @@ import numpy as np
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
-from acquisition import CELL_CLASSES, CRITICAL_CODES
+from acquisition import CELL_CLASSES, CRITICAL_CODES, NOT_CLASSED_CODES
 from ai.catalogue import UNIDENTIFIED
 from api.review import Person, ReviewError
 from dicom_store import Store
@@ -326,9 +326,12 @@ def _cell_json(cell: CellRow) -> dict[str, Any]:
 
 def _differential_json(differential: Any) -> dict[str, Any]:
     counts = {code: n for code, n in differential.counts.items() if n}
+    outside = {*NOT_CLASSED_CODES, UNIDENTIFIED}  # shown, but not in the percentage denominator
     return {
         "counts": counts,
-        "percent": {code: round(p, 1) for code, p in differential.percent.items() if counts.get(code)},
+        "percent": {
+            code: round(p, 1) for code, p in differential.percent.items() if counts.get(code) and code not in outside
+        },
         "names": {code: _NAMES.get(code, code) for code in counts},
         "total": differential.total,
         "total_classed": differential.total_classed,

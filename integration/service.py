@@ -231,10 +231,21 @@ def _exit_with_parent(parent: int) -> None:
         threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
+#: Libraries whose INFO lines describe their own steps, not the workflow's (highdicom logs ~30 per slide).
+QUIET_LOGGERS = ("alembic", "highdicom", "h5py", "PIL")
+
+
+def configure_logging() -> None:
+    """The service's log tells the workflow's steps; libraries speak at WARNING and above."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def _http_worker_main(settings: Settings, sock: socket.socket, parent: int, number: int) -> None:
     """Entry point of an HTTP worker process (spawned): the HTTP app only, on its own socket."""
     _exit_with_parent(parent)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     components = build_components(settings, migrate=False)
     try:
         server = uvicorn.Server(http_config(build_app(components), settings))
@@ -449,8 +460,7 @@ def run_service(
     exit_after: bool = False,
 ) -> int:
     """Serve until Ctrl-C/SIGTERM (or, with ``exit_after``, until ``after_start`` is done); exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    configure_logging()
     workers = http_worker_count(settings)
     try:
         sockets = listening_sockets(settings.http_host, settings.http_port, workers)

@@ -102,6 +102,17 @@ class Users:
             audit(session, actor, "user.added", "user", login, role=role)
             return _account(row)
 
+    def set_password(self, login: str, password: str, *, actor: str = "cli") -> None:
+        if len(password) < 8:
+            raise UserError("a password has at least 8 characters")
+        with Session(self.engine) as session, session.begin():
+            row = session.exec(select(UserRow).where(UserRow.login == login)).first()
+            if row is None:
+                raise UserError(f"no user {login!r}")
+            row.password_hash = _HASHER.hash(password)
+            session.add(row)
+            audit(session, actor, "user.password_set", "user", login)
+
     def list(self) -> list[Account]:
         with Session(self.engine) as session:
             return [_account(r) for r in session.exec(select(UserRow).order_by(col(UserRow.login))).all()]

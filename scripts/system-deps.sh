@@ -2,8 +2,8 @@
 # Installs the Debian packages the tests use as independent peers, when missing.
 set -euo pipefail
 # libturbojpeg0: lossless tile copies from JPEG sources (PyTurboJPEG); marrowlink re-encodes without it.
-# wrk: the HTTP load generator of `marrowlink bench store`.
-packages=(dcmtk dicom3tools orthanc orthanc-dicomweb orthanc-wsi libpixelmed-java libturbojpeg0 wrk)
+# wrk: the HTTP load generator of `marrowlink bench store`; chromium: the review pages' browser tests.
+packages=(dcmtk dicom3tools orthanc orthanc-dicomweb orthanc-wsi libpixelmed-java libturbojpeg0 wrk chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

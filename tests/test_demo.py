@@ -27,3 +27,7 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path, tiny_models) -> None:
     assert "LIS stand-in received ORU R01" in log
     assert "the LIS acknowledged the ORU" in log
     assert "research use only" in log
+    assert "/review  (log in as demo-path / " in log  # where a person goes next, with the password
+    # The workflow's steps, not library chatter: no highdicom INFO lines, no TensorFlow start-up lines.
+    assert " INFO highdicom" not in log
+    assert "oneDNN" not in log and "cuInit" not in log and "cuda drivers" not in log
