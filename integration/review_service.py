@@ -125,8 +125,10 @@ class ReviewAdapter:
                     "dicomweb": "/dicomweb",
                     "study": run.study_instance_uid,
                     "annotations": run.ann_instance_uid,
+                    "annotations_series": self._series_of(run.ann_instance_uid),
                     "segmentation": run.seg_instance_uid,
                     "aoi": run.aoi_instance_uid,
+                    "aoi_series": self._series_of(run.aoi_instance_uid),
                 }
         return answer
 
@@ -266,6 +268,14 @@ class ReviewAdapter:
         if run is None:
             raise ReviewError(409, f"case {accession} has no AI result yet")
         return run
+
+    def _series_of(self, sop_instance_uid: str) -> str:
+        if not sop_instance_uid:
+            return ""
+        try:
+            return self.store.instance(sop_instance_uid).series_instance_uid
+        except Exception:  # a result object removed from the archive: the page shows the slide without it
+            return ""
 
     def _pixel_size(self, accession: str) -> float:
         with Session(self.engine) as session:

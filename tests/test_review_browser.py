@@ -11,7 +11,9 @@ import os
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 from sqlalchemy import text
 
 from ai.dicom import read_differential_report
@@ -19,6 +21,7 @@ from tests.test_review_api import served  # noqa: F401  (the served review app w
 from tests.test_workflow import _obr3, _oru, export  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
+VIEWER_BUNDLE = Path(__file__).resolve().parent.parent / "api/static/viewer/dist/dicomMicroscopyViewer.bundle.min.js"
 SHOTS = Path(
     os.environ.get("MARROWLINK_SCREENSHOTS", Path(__file__).resolve().parent.parent / "test-artifacts" / "screenshots")
 )
@@ -88,6 +91,24 @@ def test_a_person_reviews_and_signs_with_the_keyboard(served, browser) -> None: 
     top.focus()
     page.keyboard.press("Enter")
     page.wait_for_selector("body[data-ready=true]")
+
+    # The slide in dicom-microscopy-viewer over our /dicomweb with the session: tiles drawn, outlines shown.
+    assert VIEWER_BUNDLE.exists(), "the slide viewer's assets are missing: run make setup (scripts/viewer-assets.sh)"
+    page.wait_for_selector("#viewer[data-ready=true]", timeout=60_000)
+    page.wait_for_timeout(3000)  # tiles arrive and decode in the viewer's worker
+    shot = SHOTS / "3b-viewer.png"
+    page.locator("#viewer").screenshot(path=shot)
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
+    assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # a slide, not a blank canvas
+    groups = page.evaluate("window.slideViewer.getAllAnnotationGroups().map(g => g.uid)")
+    assert groups  # the cell classes (and AOI classes) of the run's annotations
+    # The outlines are drawn: hiding the annotation groups changes what the viewer shows.
+    page.evaluate("uids => uids.forEach(u => window.slideViewer.hideAnnotationGroup(u))", groups)
+    page.wait_for_timeout(1500)
+    page.locator("#viewer").screenshot(path=SHOTS / "3c-viewer-without-outlines.png")
+    without = np.asarray(Image.open(SHOTS / "3c-viewer-without-outlines.png").convert("RGB"), dtype=np.float64)
+    assert (np.abs(pixels - without).sum(axis=2) > 60).sum() > 200
+    page.evaluate("uids => uids.forEach(u => window.slideViewer.showAnnotationGroup(u))", groups)
 
     # Every unidentified cell classified (key w = NGS), so the case can be signed.
     for index in range(page.locator(".tile").count()):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+from pathlib import Path
 
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
@@ -36,7 +37,15 @@ def _person(request: Request) -> User | None:
         return None
 
 
-def _page(title: str, user: User, body: str, script: str, data: dict[str, object]) -> HTMLResponse:
+#: The slide viewer's published bundles (scripts/viewer-assets.sh puts them there; absent: no viewer).
+VIEWER = Path(__file__).resolve().parent.parent / "static" / "viewer"
+#: viewer-config.js first: dicom-microscopy-viewer finds its decoder worker and codecs under PUBLIC_LIB_URL.
+VIEWER_SCRIPTS = ("viewer-config.js", "dist/dicomweb-client.js", "dist/dicomMicroscopyViewer.bundle.min.js")
+
+
+def _page(
+    title: str, user: User, body: str, script: str, data: dict[str, object], extra: tuple[str, ...] = ()
+) -> HTMLResponse:
     name = user.person.name.replace("^", " ") if user.person else user.name
     role = next(iter(user.roles), "")
     return HTMLResponse(
@@ -50,7 +59,8 @@ def _page(title: str, user: User, body: str, script: str, data: dict[str, object
 <button class="secondary" type="submit">Log out</button></form></header>
 <main>{body}</main>
 <script id="page-data" type="application/json">{_script_json({**data, "csrf": user.csrf, "role": role})}</script>
-<script src="/static/review.js"></script><script src="/static/{script}"></script></body></html>"""
+<script src="/static/review.js"></script>{"".join(f'<script src="{src}"></script>' for src in extra)}
+<script src="/static/{script}"></script></body></html>"""
     )
 
 
@@ -93,4 +103,6 @@ def case_page(accession: str, request: Request) -> Response:
 <tbody></tbody><tfoot></tfoot></table>
 <h3>Keys</h3><div class="keys" id="keys"></div><p class="keys">Arrows: move · Delete: not a cell</p>
 </aside><section><div id="viewer" hidden></div><div class="gallery" id="gallery"></div></section></div>"""
-    return _page(f"Case {accession}", user, body, "case.js", {"accession": accession, "classes": CLASSES})
+    viewer = tuple(f"/static/viewer/{name}" for name in VIEWER_SCRIPTS if (VIEWER / name).exists())
+    extra = (*viewer, "/static/slide-viewer.js") if len(viewer) == len(VIEWER_SCRIPTS) else ()
+    return _page(f"Case {accession}", user, body, "case.js", {"accession": accession, "classes": CLASSES}, extra)

@@ -171,9 +171,15 @@ function renderKeys() {
     element("span", { class: "name" }, c.name))));
 }
 
+let slideShown = false;
+
 async function load(withCells = true) {
   const item = await api("GET", `/api/cases/${encodeURIComponent(ACCESSION)}`);
   renderState(item);
+  if (!slideShown && typeof showSlide === "function" && item.viewer) {
+    slideShown = true;
+    showSlide(item.viewer).catch((error) => say("The slide viewer could not open the slide: " + error.message, true));
+  }
   if (item.differential) renderDifferential(item.differential);
   if (withCells && item.differential) renderGallery(await loadCells());
   document.body.dataset.ready = "true";
