@@ -79,10 +79,15 @@ async def start_lis_standin(components: Components, stack: AsyncExitStack) -> No
         return
     from hl7.standin import LisStandIn
 
+    statuses = {"P": "preliminary", "F": "final", "C": "corrected"}
+
     def received(header, text) -> None:  # type: ignore[no-untyped-def]
+        obr = next((s.split("|") for s in text.replace("\n", "\r").split("\r") if s.startswith("OBR|")), [])
+        status = statuses.get(obr[25], obr[25]) if len(obr) > 25 else ""
         log.info(
-            "LIS stand-in received %s %s (MSH-10 %s)", header.message_code, header.trigger_event, header.control_id
-        )
+            "LIS stand-in received %s %s%s (MSH-10 %s)", header.message_code, header.trigger_event,
+            f", result {status}" if status else "", header.control_id,
+        )  # fmt: skip
 
     standin = LisStandIn(on_message=received)
     await standin.start()

@@ -24,7 +24,7 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path, tiny_models) -> None:
     assert out.returncode == 0, log
     assert "answer: AA" in log  # the order was accepted over MLLP
     assert "5/5" in log and "ORU^R01 (P) queued" in log
-    assert "LIS stand-in received ORU R01" in log
+    assert "LIS stand-in received ORU R01, result preliminary" in log
     assert "the LIS acknowledged the ORU" in log
     assert "research use only" in log
     assert "/review  (log in as demo-path / " in log  # where a person goes next, with the password
