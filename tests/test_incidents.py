@@ -6,8 +6,10 @@ The failures here are real ones (a handler that raises, a table that is gone), n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+import threading
 from pathlib import Path
 
 import httpx
@@ -15,7 +17,7 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session
 
-from hl7 import Receiver
+from hl7 import MllpServer, send_message
 from hl7.model import InboundEvent
 from integration.database import open_index
 from tests.test_dicomweb_support import READ, served_store
@@ -39,9 +41,25 @@ class BrokenHandler:
         raise RuntimeError("(sqlite3.OperationalError) no such column: secret [SQL: SELECT secret FROM patients]")
 
 
+def _over_mllp(engine, message: str) -> str:  # type: ignore[no-untyped-def]
+    """Send one message to a real MLLP listener whose domain handler is broken; the answer as text."""
+    loop = asyncio.new_event_loop()
+    server = MllpServer(engine, BrokenHandler(), "127.0.0.1", 0)
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(server.start(), loop).result(10)
+        return asyncio.run(send_message("127.0.0.1", server.port, message)).text
+    finally:
+        asyncio.run_coroutine_threadsafe(server.stop(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(5)
+        loop.close()
+
+
 def test_a_failing_hl7_handler_shows_only_an_incident_id(sqlite_engine, caplog) -> None:  # type: ignore[no-untyped-def]
     caplog.set_level(logging.ERROR)
-    answer = Receiver(sqlite_engine, BrokenHandler()).receive(_order("CTL1", "PL1", "20261206000847").encode())
+    answer = _over_mllp(sqlite_engine, _order("CTL1", "PL1", "20261206000847"))
     msa = next(line for line in answer.split("\r") if line.startswith("MSA|"))
     err = next(line for line in answer.split("\r") if line.startswith("ERR|"))
     assert msa.startswith("MSA|AE|CTL1")
@@ -52,7 +70,7 @@ def test_a_failing_hl7_handler_shows_only_an_incident_id(sqlite_engine, caplog) 
     assert logged and logged[0].exc_info is not None
     assert "SELECT secret FROM patients" in caplog.text  # the traceback, under the same id
     # The same message again gets the same answer (de-duplication), still without the text.
-    assert Receiver(sqlite_engine, BrokenHandler()).receive(_order("CTL1", "PL1", "20261206000847").encode()) == answer
+    assert _over_mllp(sqlite_engine, _order("CTL1", "PL1", "20261206000847")) == answer
 
 
 def test_a_failing_http_request_shows_only_an_incident_id(sqlite_engine, tmp_path: Path, caplog) -> None:  # type: ignore[no-untyped-def]
