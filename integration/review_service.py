@@ -79,7 +79,7 @@ class ReviewAdapter:
             for case in session.exec(query).all():
                 run = latest_report(session, case.id, statuses=("preliminary",))  # type: ignore[arg-type]
                 critical = self._critical(session, run) if run is not None else {}
-                rows.append((case, critical, self._patient(session, case)))
+                rows.append((case, critical, self._patient(session, case), self._held_by(session, case)))
         rows.sort(key=lambda r: (r[0].status in _CLOSED, -sum(r[1].values()), _iso(r[0].created_at) or ""))
         return [
             {
@@ -91,9 +91,10 @@ class ReviewAdapter:
                 "critical_total": sum(critical.values()),
                 "ordered_at": _iso(case.created_at),
                 "updated_at": _iso(case.updated_at),
+                "held_by": held_by,
                 "url": f"/review/cases/{case.accession_number}",
             }
-            for case, critical, patient in rows[:limit]
+            for case, critical, patient, held_by in rows[:limit]
         ]
 
     def case(self, accession: str, *, actor: str) -> dict[str, Any]:
@@ -116,6 +117,15 @@ class ReviewAdapter:
                 "ordered_at": _iso(case.created_at),
                 "research_use_only": True,
                 "reports": [_report_json(r) for r in reports],
+                "history": [
+                    {"at": _iso(e.at), "actor": e.actor, "action": e.action}
+                    for e in session.exec(
+                        select(AuditLog)
+                        .where(AuditLog.entity == "case", AuditLog.entity_id == accession)
+                        .order_by(col(AuditLog.id))
+                    ).all()
+                    if e.action != "case.viewed"
+                ],
             }
             if run is not None:
                 answer["study_instance_uid"] = run.study_instance_uid
@@ -280,6 +290,19 @@ class ReviewAdapter:
     def _pixel_size(self, accession: str) -> float:
         with Session(self.engine) as session:
             return self._run(session, accession).pixel_size_um
+
+    @staticmethod
+    def _held_by(session: Session, case: Case) -> str | None:
+        """Who is reviewing an open case: the last person who changed one of its cells."""
+        if case.status not in (CaseStatus.IN_REVIEW.value, CaseStatus.CORRECTING.value):
+            return None
+        marker = json.dumps({"case": case.accession_number})[1:-1]  # '"case": "ACC"', as audit() writes it
+        query = (
+            select(AuditLog.actor)
+            .where(col(AuditLog.action).startswith("cell."), col(AuditLog.details).contains(marker))
+            .order_by(col(AuditLog.id).desc())
+        )
+        return session.exec(query).first()
 
     @staticmethod
     def _critical(session: Session, run: Report) -> dict[str, int]:

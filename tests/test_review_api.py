@@ -92,6 +92,9 @@ def test_people_review_sign_and_correct_over_http(served) -> None:  # type: igno
     assert added.status_code == 201 and added.json()["added_by"] == "user:tech"
     worklist = httpx.get(f"{url}/api/cases", headers=VIEWER_TOKEN).json()
     assert worklist[0]["accession"] == "ACC-WF" and worklist[0]["critical"]["BLA"] >= 1  # critical first
+    assert worklist[0]["status"] == "in_review" and worklist[0]["held_by"] == "user:tech"
+    history = [entry["action"] for entry in tech.get("/api/cases/ACC-WF").json()["history"]]
+    assert history[0] == "case.created" and "review.cells_recorded" in history
     assert tech.post("/api/cases/ACC-WF/sign", headers=csrf).status_code == 403  # only pathologists sign
 
     pathologist, pcsrf = _login(url, "ppath", "path-pass-1")
