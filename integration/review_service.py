@@ -21,7 +21,7 @@ from ai.catalogue import UNIDENTIFIED
 from api.review import Person, ReviewError
 from dicom_store import Store
 from integration.cases import AuditLog, Case, CaseStatus, Patient, audit, case_slides, get_case
-from integration.review import CellRow, Report, case_reports, latest_report, run_cells, run_regions
+from integration.review import CellRow, Report, case_reports, class_counts, classes_of, latest_report, run_regions
 from integration.settings import Settings
 from integration.users import Users
 from integration.workflow import Signer, Workflow, WorkflowError
@@ -306,18 +306,15 @@ class ReviewAdapter:
 
     @staticmethod
     def _critical(session: Session, run: Report) -> dict[str, int]:
-        counts = {code: 0 for code in CRITICAL_CODES}
-        for cell in run_cells(session, run.id):  # type: ignore[arg-type]
-            if cell.current_class in counts:
-                counts[cell.current_class] += 1  # type: ignore[index]
-        return counts
+        counts = class_counts(session, run.id)  # type: ignore[arg-type]
+        return {code: counts.get(code, 0) for code in CRITICAL_CODES}
 
     @staticmethod
     def _differential(session: Session, run: Report) -> dict[str, Any]:
         from ai.results import Differential
 
-        cells = run_cells(session, run.id)  # type: ignore[arg-type]
-        return _differential_json(Differential.from_classes(c.current_class for c in cells))
+        counts = class_counts(session, run.id)  # type: ignore[arg-type]
+        return _differential_json(Differential.from_classes(classes_of(counts)))
 
     @staticmethod
     def _patient(session: Session, case: Case) -> dict[str, Any]:

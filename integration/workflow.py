@@ -31,7 +31,17 @@ from ai.results import Differential
 from dicom_store import Store
 from hl7 import Method, ResultStatus
 from integration.cases import Case, CaseStatus, audit, get_case
-from integration.review import CellRow, Report, by_region, cell_row, latest_report, run_cells, run_regions
+from integration.review import (
+    CellRow,
+    Report,
+    by_region,
+    cell_row,
+    class_counts,
+    classes_of,
+    latest_report,
+    run_cells,
+    run_regions,
+)
 from integration.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -179,7 +189,7 @@ class Workflow:
         """The counts as the case stands now: reviewed classes where given, deleted cells left out."""
         with Session(self.engine) as session:
             _, run = self._open_run(session, accession_number, for_change=False)
-            return Differential.from_classes(cell.current_class for cell in run_cells(session, run.id))  # type: ignore[arg-type]
+            return Differential.from_classes(classes_of(class_counts(session, run.id)))  # type: ignore[arg-type]
 
     def reclassify(self, cell_id: int, code: str, *, actor: str) -> CellRow:
         if code not in CLASS_CODES:

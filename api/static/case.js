@@ -46,46 +46,94 @@ function renderState(item) {
   document.getElementById("reopen").hidden = !(["final", "corrected"].includes(item.status) && PAGE.role === "pathologist");
 }
 
-async function loadCells() {
-  let cells = [];
+// A slide has up to ~12,000 cells: the gallery keeps at most CHUNK tiles per class in the page until a
+// person scrolls or arrows further, fetches the cells page by page and shows the first page at once.
+const CHUNK = 120;
+const groups = new Map();
+let observer = null;
+
+function group(code) {
+  let entry = groups.get(code);
+  if (entry) return entry;
+  const critical = CLASSES.find((c) => c.code === code)?.critical;
+  const heading = element("h2", { class: critical ? "critical" : "" });
+  const list = element("div", { class: "tiles" });
+  const more = element("button", { class: "secondary more", hidden: "" }, "more");
+  const section = element("section", { "data-group": code }, heading, list, more);
+  entry = { code, cells: [], rendered: 0, heading, list, more, section };
+  more.addEventListener("click", () => renderMore(entry));
+  observer?.observe(more);
+  groups.set(code, entry);
+  // Sections stay in ORDER (critical forms, the unidentified bin, the rest); unknown codes go last.
+  const rank = (c) => (ORDER.indexOf(c) < 0 ? ORDER.length : ORDER.indexOf(c));
+  const next = [...groups.values()].filter((g) => rank(g.code) > rank(code))
+    .sort((a, b) => rank(a.code) - rank(b.code))[0];
+  document.getElementById("gallery").insertBefore(section, next ? next.section : null);
+  return entry;
+}
+
+function renderMore(entry, count = CHUNK) {
+  const start = entry.rendered;
+  for (const cell of entry.cells.slice(start, start + count)) {
+    const caption = element("span", { class: "caption" }, cell.class +
+      (cell.probability !== null && !cell.reviewed_class ? ` ${Math.round(cell.probability * 100)}%` : ""));
+    const tile = element("figure", { class: "tile", "data-cell": String(cell.id), "data-class": cell.class,
+      tabindex: "-1", title: `AI: ${cell.ai_class}` },
+      element("img", { src: cell.image + "?size=96", loading: "lazy", alt: `cell ${cell.id}` }), caption);
+    tile.addEventListener("click", () => select(tiles.indexOf(tile)));
+    entry.list.append(tile);
+  }
+  entry.rendered = Math.min(entry.cells.length, start + count);
+  const left = entry.cells.length - entry.rendered;
+  entry.more.hidden = left <= 0;
+  entry.more.textContent = `${left} more`;
+  const current = selected >= 0 ? tiles[selected] : null;
+  tiles = [...document.querySelectorAll("#gallery .tile")];
+  selected = current ? tiles.indexOf(current) : selected;
+}
+
+function addCells(page) {
+  const touched = new Set();
+  for (const cell of page) {
+    const entry = group(cell.class);
+    entry.cells.push(cell);
+    touched.add(entry);
+  }
+  for (const entry of touched) {
+    entry.heading.textContent =
+      `${entry.code} — ${NAMES[entry.code] || "Unidentified (below the confidence threshold)"} (${entry.cells.length})`;
+    if (entry.rendered < Math.min(CHUNK, entry.cells.length)) renderMore(entry, CHUNK - entry.rendered);
+    else renderMore(entry, 0);
+  }
+}
+
+async function loadGallery() {
+  document.getElementById("gallery").replaceChildren();
+  groups.clear();
+  tiles = [];
+  selected = -1;
+  observer = new IntersectionObserver((seen) => {
+    for (const item of seen) {
+      if (!item.isIntersecting) continue;
+      const entry = [...groups.values()].find((g) => g.more === item.target);
+      if (entry) renderMore(entry);
+    }
+  }, { rootMargin: "600px" });
   let after = 0;
   for (;;) {
     const page = await api("GET", `/api/cases/${encodeURIComponent(ACCESSION)}/cells?limit=2000&after=${after}`);
-    cells = cells.concat(page);
+    addCells(page);
+    if (selected < 0 && tiles.length) select(0);
+    document.body.dataset.galleryStarted = "true";
     if (page.length < 2000) break;
     after = page[page.length - 1].id;
   }
-  return cells;
-}
-
-function renderGallery(cells) {
-  const gallery = document.getElementById("gallery");
-  gallery.replaceChildren();
-  tiles = [];
-  const groups = new Map(ORDER.map((code) => [code, []]));
-  for (const cell of cells) (groups.get(cell.class) || groups.set(cell.class, []).get(cell.class)).push(cell);
-  for (const [code, members] of groups) {
-    if (!members.length) continue;
-    const critical = CLASSES.find((c) => c.code === code)?.critical;
-    const heading = element("h2", { class: critical ? "critical" : "" },
-      `${code} — ${NAMES[code] || "Unidentified (below the confidence threshold)"} (${members.length})`);
-    const list = element("div", { class: "tiles" });
-    for (const cell of members) {
-      const caption = element("span", { class: "caption" }, cell.class +
-        (cell.probability !== null && !cell.reviewed_class ? ` ${Math.round(cell.probability * 100)}%` : ""));
-      const tile = element("figure", { class: "tile", "data-cell": String(cell.id), "data-class": cell.class,
-        tabindex: "-1", title: `AI: ${cell.ai_class}` },
-        element("img", { src: cell.image + "?size=96", loading: "lazy", alt: `cell ${cell.id}` }), caption);
-      tile.addEventListener("click", () => select(tiles.indexOf(tile)));
-      tiles.push(tile);
-      list.append(tile);
-    }
-    gallery.append(element("section", { "data-group": code }, heading, list));
-  }
-  select(tiles.length ? 0 : -1);
 }
 
 function select(index) {
+  const target = tiles[Math.max(0, Math.min(index, tiles.length - 1))];
+  const entry = target && groups.get(target.closest("section").dataset.group);
+  if (entry && entry.rendered < entry.cells.length && target === entry.list.lastElementChild) renderMore(entry);
   if (selected >= 0 && tiles[selected]) tiles[selected].classList.remove("selected");
   selected = Math.max(-1, Math.min(index, tiles.length - 1));
   if (selected >= 0) {
@@ -173,15 +221,36 @@ function renderKeys() {
 
 let slideShown = false;
 
+function loadScript(src) {
+  return new Promise((resolve, reject) => {
+    const script = element("script", { src });
+    script.onload = resolve;
+    script.onerror = () => reject(new Error("cannot load " + src));
+    document.body.append(script);
+  });
+}
+
+async function openSlide(viewerInfo) {
+  // After the gallery's first page: the viewer's scripts are large, the crops are what people start with.
+  for (const src of PAGE.viewer_scripts || []) await loadScript(src);
+  if (typeof showSlide === "function") await showSlide(viewerInfo);
+}
+
 async function load(withCells = true) {
   const item = await api("GET", `/api/cases/${encodeURIComponent(ACCESSION)}`);
   renderState(item);
-  if (!slideShown && typeof showSlide === "function" && item.viewer) {
-    slideShown = true;
-    showSlide(item.viewer).catch((error) => say("The slide viewer could not open the slide: " + error.message, true));
-  }
   if (item.differential) renderDifferential(item.differential);
-  if (withCells && item.differential) renderGallery(await loadCells());
+  const gallery = withCells && item.differential ? loadGallery() : Promise.resolve();
+  if (!slideShown && item.viewer && (PAGE.viewer_scripts || []).length) {
+    slideShown = true;
+    const started = new Promise((resolve) => {
+      const check = () => (document.body.dataset.galleryStarted ? resolve() : setTimeout(check, 50));
+      check();
+    });
+    started.then(() => openSlide(item.viewer))
+      .catch((error) => say("The slide viewer could not open the slide: " + error.message, true));
+  }
+  await gallery;
   document.body.dataset.ready = "true";
 }
 
