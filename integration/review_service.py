@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +27,8 @@ from integration.settings import Settings
 from integration.users import Users
 from integration.workflow import Signer, Workflow, WorkflowError
 
+#: Slides whose headers the crop route keeps parsed (people review a few slides at a time).
+SLIDES_KEPT = 8
 #: Worklist order: cases with critical cells first, then the oldest; closed cases last.
 _CLOSED = (CaseStatus.FINAL.value, CaseStatus.CORRECTED.value, CaseStatus.CANCELLED.value)
 _NAMES = {c.code: c.name for c in CELL_CLASSES}
@@ -46,7 +49,8 @@ class ReviewAdapter:
         self.settings = settings
         self.workflow = Workflow(engine, store, settings)
         self.users = Users(engine)
-        self._slides: dict[str, Any] = {}
+        # The last few slides' headers and tile maps (a 40x header holds thousands of per-frame items).
+        self._slides: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     # ---- people ------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 from sqlalchemy import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from acquisition import CLASS_CODES
 from ai.catalogue import UNIDENTIFIED
@@ -297,7 +297,9 @@ class Workflow:
         self.store.store_dataset(sr)
         sr_uid = str(sr.SOPInstanceUID)
         with Session(self.engine) as session, session.begin():
-            case = get_case(session, accession_number)  # type: ignore[assignment]
+            # Locked (PostgreSQL) so that two people signing at once store one final result, not two.
+            locked = select(Case).where(Case.accession_number == accession_number).with_for_update()
+            case = session.exec(locked).first()  # type: ignore[assignment]
             if case is None or case.status not in OPEN_FOR_REVIEW:
                 raise Conflict(f"case {accession_number} changed while signing; the SR {sr_uid} is stored unused")
             report = Report(
