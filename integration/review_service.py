@@ -248,9 +248,8 @@ class ReviewAdapter:
         return self._with_counts(cell)
 
     def sign(self, accession: str, signer: Person, *, actor: str) -> dict[str, Any]:
-        organization = signer.organization or self.settings.lis_facility or "marrowlink"
         signed = self._refusing(
-            self.workflow.sign, accession, Signer(signer.login, signer.name or signer.login, organization), actor=actor
+            self.workflow.sign, accession, Signer(signer.login, signer.name, signer.organization), actor=actor
         )
         return {
             "accession": accession,

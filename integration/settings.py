@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     models_dir: Path | None = None
 
     uid_root: str = DEFAULT_UID_ROOT
+    #: The lab or hospital, as signed reports name it (Verifying Organization) when a signer's account has none.
+    organization: str = ""
     #: The site's time zone (IANA name, e.g. Europe/Berlin): local times without an offset (HL7 DTM, DICOM
     #: DA/TM) are read in it, and outbound HL7 and DICOM carry its offset. Default: the host's zone.
     timezone: str | None = None

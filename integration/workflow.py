@@ -291,7 +291,7 @@ class Workflow:
                 zone=self.settings.zone,
             ),
             status=status,
-            verifying_observer=VerifyingObserver(signer.name, signer.organization, signer.login),
+            verifying_observer=VerifyingObserver(signer.name or signer.login, self._organization(signer), signer.login),
             predecessor=predecessor,
         )
         self.store.store_dataset(sr)
@@ -357,6 +357,10 @@ class Workflow:
             audit(session, actor, "case.reopened", "case", accession_number, reason=reason)
 
     # ---- helpers --------------------------------------------------------------------------------------
+
+    def _organization(self, signer: Signer) -> str:
+        """Who the signer signs for: their account's organization, else the site's (settings), else the LIS facility."""
+        return signer.organization or self.settings.organization or self.settings.lis_facility or "marrowlink"
 
     @staticmethod
     def _case(session: Session, accession_number: str) -> Case:

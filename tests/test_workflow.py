@@ -148,3 +148,57 @@ def test_review_sign_and_correct(export, engine, tmp_path: Path, tiny_models) ->
     for action in ("cell.reclassified", "cell.deleted", "cell.added", "case.signed.final", "case.reopened",
                    "case.signed.corrected"):  # fmt: skip
         assert action in actions
+
+
+def test_sign_and_correct_from_the_shell(export, tmp_path: Path, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """`marrowlink users add`, `sign`, `correct` on a data directory, as an operator would run them."""
+    import os
+    import subprocess
+    import sys
+
+    from integration.database import open_index
+
+    folder, barcode = export
+    data = tmp_path / "data"
+    data.mkdir()
+    engine = open_index(f"sqlite:///{data / 'index.sqlite3'}")
+    settings = Settings(data_dir=data, uid_root="1.2.826.0.1.3680043.8.498.")
+    with Session(engine) as session:
+        CaseOrderHandler().handle(session, parse_message(_order(barcode)))
+        session.commit()
+    store = Store(engine, data / "blobs")
+    study = import_scan(folder, store, uid_root=settings.uid_root, engine=engine).study_instance_uid
+    models = AnalysisModels.load(tiny_models["seg"], tiny_models["cls"], tiny_models["seg"] / "missing")
+    workflow = Workflow(engine, store, settings)
+    workflow.analyse(study, models, actor="test")
+    marrowlink = str(Path(sys.executable).parent / "marrowlink")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MARROWLINK_") and k != "DATABASE_URL"}
+
+    def run(*args: str) -> subprocess.CompletedProcess:  # type: ignore[type-arg]
+        return subprocess.run([marrowlink, *args, "--data", str(data)], capture_output=True, text=True, env=env,
+                              timeout=300)  # fmt: skip
+
+    added = run("users", "add", "ppath", "--role", "pathologist", "--name", "Pathologist^Paula", "--password",
+                "path-pass-1")  # fmt: skip
+    assert added.returncode == 0, added.stderr
+    assert run("users", "add", "tom", "--role", "technologist", "--password", "tech-pass-1").returncode == 0
+    refused = run("sign", "ACC-WF", "--user", "tom")
+    assert refused.returncode == 2 and "not an active pathologist" in refused.stderr
+    with Session(engine) as session:
+        from integration.review import latest_report
+
+        run_id = latest_report(session, get_case(session, "ACC-WF").id, statuses=("preliminary",)).id
+        unidentified = [c.id for c in run_cells(session, run_id) if c.current_class is None]
+    if unidentified:
+        early = run("sign", "ACC-WF", "--user", "ppath")
+        assert early.returncode == 2 and "unidentified" in early.stderr
+        for cell_id in unidentified:
+            workflow.delete_cell(cell_id, actor="user:tom")
+    signed = run("sign", "ACC-WF", "--user", "ppath")
+    assert signed.returncode == 0 and "final report" in signed.stdout, signed.stderr
+    again = run("sign", "ACC-WF", "--user", "ppath")
+    assert again.returncode == 2 and "final" in again.stderr
+    assert run("correct", "ACC-WF", "--user", "ppath", "--reason", "recount").returncode == 0
+    corrected = run("sign", "ACC-WF", "--user", "ppath")
+    assert corrected.returncode == 0 and "corrected report" in corrected.stdout, corrected.stderr
+    engine.dispose()

@@ -60,30 +60,38 @@ def users_list(data: DataOption = None) -> None:
         components.engine.dispose()
 
 
+def _as_pathologist(data: Path | None, login: str, refused: str, act):  # type: ignore[no-untyped-def]
+    """Run `act(workflow, account, components)` as an active pathologist account; refusals exit 2 with a line."""
+    from integration.users import Users
+    from integration.workflow import Workflow, WorkflowError
+
+    components = _components(data)
+    try:
+        account = Users(components.engine).get(login)
+        if account is None or account.role != "pathologist":
+            typer.secho(f"{refused}: {login!r} is not an active pathologist account", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        return act(Workflow(components.engine, components.store, components.settings), account, components)
+    except WorkflowError as exc:
+        typer.secho(f"{refused}: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    finally:
+        components.engine.dispose()
+
+
 def sign_command(
     accession: Annotated[str, typer.Argument(help="Accession number of the case.")],
     user: Annotated[str, typer.Option("--user", help="Login of the signing pathologist.")],
     data: DataOption = None,
 ) -> None:
     """Sign a reviewed case: the final (or corrected) SR is stored and the ORU F (or C) queued."""
-    from integration.users import Users
-    from integration.workflow import Signer, Workflow, WorkflowError
+    from integration.workflow import Signer
 
-    components = _components(data)
-    try:
-        account = Users(components.engine).get(user)
-        if account is None or account.role != "pathologist":
-            typer.secho(f"not signed: {user!r} is not an active pathologist account", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
-        signer = Signer(account.login, account.name, account.organization or components.settings.lis_facility)
-        signed = Workflow(components.engine, components.store, components.settings).sign(
-            accession, signer, actor=f"user:{account.login}"
-        )
-    except WorkflowError as exc:
-        typer.secho(f"not signed: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        components.engine.dispose()
+    def act(workflow, account, components):  # type: ignore[no-untyped-def]
+        signer = Signer(account.login, account.name, account.organization)
+        return workflow.sign(accession, signer, actor=f"user:{account.login}")
+
+    signed = _as_pathologist(data, user, "not signed", act)
     typer.echo(f"{accession}: {signed.status} report {signed.sr_instance_uid}")
     if signed.outbox_id is not None:
         typer.echo(f"ORU^R01 ({'C' if signed.status == 'corrected' else 'F'}) queued as outbox #{signed.outbox_id}")
@@ -96,23 +104,11 @@ def correct_command(
     data: DataOption = None,
 ) -> None:
     """Reopen a signed case for a correction; its next sign-off supersedes the signed report (ORU C)."""
-    from integration.users import Users
-    from integration.workflow import Workflow, WorkflowError
 
-    components = _components(data)
-    try:
-        account = Users(components.engine).get(user)
-        if account is None or account.role != "pathologist":
-            typer.secho(f"not reopened: {user!r} is not an active pathologist account", fg=typer.colors.RED, err=True)
-            raise typer.Exit(2)
-        Workflow(components.engine, components.store, components.settings).reopen(
-            accession, actor=f"user:{account.login}", reason=reason
-        )
-    except WorkflowError as exc:
-        typer.secho(f"not reopened: {exc}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from exc
-    finally:
-        components.engine.dispose()
+    def act(workflow, account, components):  # type: ignore[no-untyped-def]
+        workflow.reopen(accession, actor=f"user:{account.login}", reason=reason)
+
+    _as_pathologist(data, user, "not reopened", act)
     typer.echo(f"{accession}: reopened for a correction")
 
 
