@@ -134,6 +134,31 @@ def class_counts(session: Session, run_id: int) -> dict[str | None, int]:
     return {cls: int(n) for cls, n in session.exec(query).all()}
 
 
+def review_changes(session: Session, run_id: int) -> dict[str, object]:
+    """What people changed since the AI's result: cells reclassified, deleted, added, and counts AI → now."""
+    ai_class = CellRow.predicted_class
+    ai_counts = dict(
+        session.exec(
+            select(ai_class, func.count()).where(CellRow.run_id == run_id, CellRow.added_by == "").group_by(ai_class)
+        ).all()
+    )
+    now = class_counts(session, run_id)
+    changed = (CellRow.reviewed_class != None) & (  # noqa: E711 (SQL)
+        (CellRow.predicted_class == None) | (CellRow.reviewed_class != CellRow.predicted_class)  # noqa: E711
+    )
+    base = select(func.count()).where(CellRow.run_id == run_id)
+    return {
+        "reclassified": session.exec(base.where(changed, CellRow.added_by == "", CellRow.deleted == False)).one(),  # noqa: E712
+        "deleted": session.exec(base.where(CellRow.deleted == True, CellRow.added_by == "")).one(),  # noqa: E712
+        "added": session.exec(base.where(CellRow.added_by != "", CellRow.deleted == False)).one(),  # noqa: E712
+        "counts": {
+            str(cls or "UNIDENTIFIED"): {"ai": int(ai_counts.get(cls, 0)), "now": int(now.get(cls, 0))}
+            for cls in {*ai_counts, *now}
+            if ai_counts.get(cls, 0) != now.get(cls, 0)
+        },
+    }
+
+
 def classes_of(counts: dict[str | None, int]) -> Iterator[str | None]:
     """The counts as one label per cell, for Differential.from_classes."""
     for cls, n in counts.items():

@@ -22,7 +22,16 @@ from ai.catalogue import UNIDENTIFIED
 from api.review import Person, ReviewError
 from dicom_store import Store
 from integration.cases import AuditLog, Case, CaseStatus, Patient, audit, case_slides, get_case
-from integration.review import CellRow, Report, case_reports, class_counts, classes_of, latest_report, run_regions
+from integration.review import (
+    CellRow,
+    Report,
+    case_reports,
+    class_counts,
+    classes_of,
+    latest_report,
+    review_changes,
+    run_regions,
+)
 from integration.settings import Settings
 from integration.users import Users
 from integration.workflow import Signer, Workflow, WorkflowError
@@ -135,6 +144,7 @@ class ReviewAdapter:
                 answer["study_instance_uid"] = run.study_instance_uid
                 answer["regions"] = [list(r) for r in run_regions(run)]
                 answer["differential"] = self._differential(session, run)
+                answer["changes"] = review_changes(session, run.id)  # type: ignore[arg-type]
                 answer["viewer"] = {
                     "dicomweb": "/dicomweb",
                     "study": run.study_instance_uid,
@@ -231,7 +241,8 @@ class ReviewAdapter:
         with Session(self.engine) as session:
             run = session.get(Report, cell.run_id)
             counts = self._differential(session, run) if run is not None else None
-        return {**_cell_json(cell), "differential": counts}
+            changes = review_changes(session, cell.run_id)
+        return {**_cell_json(cell), "differential": counts, "changes": changes}
 
     def add_cell(self, accession: str, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
         region = tuple(int(v) for v in body.get("region") or ())

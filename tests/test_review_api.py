@@ -104,7 +104,10 @@ def test_people_review_sign_and_correct_over_http(served) -> None:  # type: igno
         assert refused.status_code == 409 and "unidentified" in refused.json()["detail"]
         for cell in unidentified:
             assert pathologist.patch(f"/api/cells/{cell['id']}", json={"class": "NGS"}, headers=pcsrf).is_success
-    shown = pathologist.get("/api/cases/ACC-WF").json()["differential"]
+    summary = pathologist.get("/api/cases/ACC-WF").json()
+    shown, changes = summary["differential"], summary["changes"]
+    assert changes["deleted"] == 1 and changes["added"] == 1 and changes["reclassified"] >= 1
+    assert changes["counts"]["EOS"] == {"ai": 0, "now": 1}
     signed = pathologist.post("/api/cases/ACC-WF/sign", headers=pcsrf)
     assert signed.status_code == 200, signed.text
     assert signed.json()["status"] == "final" and signed.json()["differential"]["counts"] == shown["counts"]

@@ -123,6 +123,7 @@ def test_a_person_reviews_and_signs_with_the_keyboard(served, browser) -> None: 
             left = _counts(page).get("UNIDENTIFIED", 0)
     shown = _counts(page)
     assert "UNIDENTIFIED" not in shown
+    assert "Changes since the AI result" in page.locator("#changes").inner_text()  # what the signer signs off
     page.click("#sign")
     page.wait_for_selector(".message:has-text('Signed')")
     page.screenshot(path=SHOTS / "4-case-signed.png", full_page=True)

@@ -94,6 +94,7 @@ def case_page(accession: str, request: Request) -> Response:
     body = """<div id="messages" aria-live="polite"></div>
 <div class="layout"><aside class="panel">
 <h2 id="case-title"></h2><p id="case-patient"></p><p>State: <span class="state" id="case-state"></span></p>
+<div id="changes" class="changes"></div>
 <p><button id="sign" disabled>Sign (pathologist)</button>
 <button id="reopen" class="secondary" hidden>Reopen for a correction</button></p>
 <table id="differential"><thead><tr><th>Class</th><th class="num">Count</th><th class="num">%</th></tr></thead>

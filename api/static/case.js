@@ -33,6 +33,16 @@ function renderDifferential(differential) {
     element("tr", {}, element("td", {}, "M:E"), element("td", { class: "num" }, ratio), element("td", {}, "")));
 }
 
+function renderChanges(changes) {
+  const box = document.getElementById("changes");
+  if (!changes) return;
+  const parts = [`${changes.reclassified} reclassified`, `${changes.deleted} deleted`, `${changes.added} added`];
+  const rows = Object.entries(changes.counts).sort().map(([code, c]) =>
+    element("li", {}, `${code}: ${c.ai} → ${c.now}`));
+  box.replaceChildren(element("h3", {}, "Changes since the AI result"), element("p", {}, parts.join(" · ")),
+    element("ul", {}, ...rows));
+}
+
 function renderState(item) {
   caseState = item.status;
   document.getElementById("case-title").textContent = "Case " + item.accession;
@@ -155,6 +165,7 @@ async function change(method, tile, body) {
   try {
     const answer = await api(method, `/api/cells/${id}`, body);
     if (answer.differential) renderDifferential(answer.differential);
+    if (answer.changes) renderChanges(answer.changes);
     return answer;
   } catch (error) {
     say(error.message, true);
@@ -240,6 +251,7 @@ async function load(withCells = true) {
   const item = await api("GET", `/api/cases/${encodeURIComponent(ACCESSION)}`);
   renderState(item);
   if (item.differential) renderDifferential(item.differential);
+  renderChanges(item.changes);
   const gallery = withCells && item.differential ? loadGallery() : Promise.resolve();
   if (!slideShown && item.viewer && (PAGE.viewer_scripts || []).length) {
     slideShown = true;
