@@ -267,6 +267,8 @@ class AnalysisRun:
     ann_instance_uid: str = ""
     aoi_instance_uid: str = ""
     outbox_id: int | None = None  # the preliminary ORU, once queued
+    #: The classifier's classes, in the order of each cell's `probabilities`.
+    classes: list[str] = field(default_factory=list)
 
 
 def run_analysis(
@@ -301,6 +303,7 @@ def run_analysis(
         seg_instance_uid=by_kind.get("SEG", ""),
         ann_instance_uid=by_kind.get("CELLS", ""),
         aoi_instance_uid=by_kind.get("AOI", ""),
+        classes=list(getattr(getattr(models.classifier, "card", None), "classes", []) or []),
     )
 
 

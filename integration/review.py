@@ -68,6 +68,8 @@ class CellRow(SQLModel, table=True):
     area_px: float
     predicted_class: str | None = Field(default=None, max_length=20)
     probability: float | None = None
+    #: The classifier's five most likely classes with their probabilities, {code: p}, as JSON.
+    probabilities: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     reviewed_class: str | None = Field(default=None, max_length=20)
     deleted: bool = False
     added_by: str = Field(default="", max_length=200)

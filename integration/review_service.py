@@ -360,6 +360,7 @@ def _cell_json(cell: CellRow) -> dict[str, Any]:
         "ai_class": cell.predicted_class or UNIDENTIFIED,
         "reviewed_class": cell.reviewed_class,
         "probability": cell.probability,
+        "probabilities": json.loads(cell.probabilities or "{}"),
         "deleted": cell.deleted,
         "added_by": cell.added_by or None,
         "region": [cell.region_column, cell.region_row, cell.region_width, cell.region_height],

@@ -176,6 +176,7 @@ class Workflow:
                             area_px=float(cell.area_px) * scale * scale,
                             predicted_class=None if cell.cell_class == UNIDENTIFIED else cell.cell_class,
                             probability=None if cell.probability is None else float(cell.probability),
+                            probabilities=_top(cell.probabilities, run.classes),
                         )
                     )
             session.add_all(rows)
@@ -400,6 +401,17 @@ class Workflow:
             case.status = CaseStatus.IN_REVIEW.value
         case.updated_at = datetime.now(UTC)
         session.add(case)
+
+
+def _top(probabilities: object, classes: list[str], n: int = 5) -> str:
+    """The n most likely classes of a cell as JSON {code: p}, for the gallery's detail view."""
+    if probabilities is None or not classes:
+        return "{}"
+    values = np.asarray(probabilities, dtype=np.float64).ravel()
+    if len(values) != len(classes):
+        return "{}"
+    best = np.argsort(values)[::-1][:n]
+    return json.dumps({classes[i]: round(float(values[i]), 4) for i in best})
 
 
 def _reviewed(result, signer: Signer):  # type: ignore[no-untyped-def]

@@ -75,6 +75,7 @@ def test_people_review_sign_and_correct_over_http(served) -> None:  # type: igno
     assert case["viewer"]["study"] and case["research_use_only"] is True
     cells = tech.get("/api/cases/ACC-WF/cells", params={"limit": 500}).json()
     first = cells[0]["id"]
+    assert cells[0]["probabilities"] and sum(cells[0]["probabilities"].values()) <= 1.0001  # the top classes
     image = tech.get(f"/api/cells/{first}/image")
     assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -77,6 +77,7 @@ def test_a_person_reviews_and_signs_with_the_keyboard(served, browser) -> None: 
     page.wait_for_selector("body[data-ready=true]")
     before = _counts(page)
     first = page.locator(".tile").nth(0).get_attribute("data-class")
+    assert page.locator("#detail img").count() == 1  # the selected cell, larger, with its likely classes
     page.keyboard.press("1")
     page.wait_for_function("document.querySelector('.tile.changed') !== null")
     assert _counts(page).get("BLA", 0) == before.get("BLA", 0) + (first != "BLA")

@@ -99,6 +99,7 @@ def case_page(accession: str, request: Request) -> Response:
 <button id="reopen" class="secondary" hidden>Reopen for a correction</button></p>
 <table id="differential"><thead><tr><th>Class</th><th class="num">Count</th><th class="num">%</th></tr></thead>
 <tbody></tbody><tfoot></tfoot></table>
+<div id="detail" class="detail" aria-live="polite"></div>
 <h3>Keys</h3><div class="keys" id="keys"></div><p class="keys">Arrows: move · Delete: not a cell</p>
 </aside><section><div id="viewer" hidden></div><div class="gallery" id="gallery"></div></section></div>"""
     viewer = [f"/static/viewer/{name}" for name in VIEWER_SCRIPTS if (VIEWER / name).exists()]

@@ -60,6 +60,7 @@ function renderState(item) {
 // person scrolls or arrows further, fetches the cells page by page and shows the first page at once.
 const CHUNK = 120;
 const groups = new Map();
+const CELLS = new Map(); // id -> the cell as the API gave it
 let observer = null;
 
 function group(code) {
@@ -105,6 +106,7 @@ function renderMore(entry, count = CHUNK) {
 function addCells(page) {
   const touched = new Set();
   for (const cell of page) {
+    CELLS.set(String(cell.id), cell);
     const entry = group(cell.class);
     entry.cells.push(cell);
     touched.add(entry);
@@ -147,10 +149,25 @@ function select(index) {
   if (selected >= 0 && tiles[selected]) tiles[selected].classList.remove("selected");
   selected = Math.max(-1, Math.min(index, tiles.length - 1));
   if (selected >= 0) {
+    showDetail(tiles[selected]);
     tiles[selected].classList.add("selected");
     tiles[selected].focus({ preventScroll: true });
     tiles[selected].scrollIntoView({ block: "nearest" });
   }
+}
+
+function showDetail(tile) {
+  // The selected cell larger, with the classifier's most likely classes: what a reviewer weighs.
+  const cell = CELLS.get(tile.dataset.cell);
+  if (!cell) return;
+  const rows = Object.entries(cell.probabilities || {}).map(([code, p]) =>
+    element("tr", {}, element("td", {}, code), element("td", {}, NAMES[code] || ""),
+      element("td", { class: "num" }, `${(p * 100).toFixed(1)}%`)));
+  document.getElementById("detail").replaceChildren(
+    element("h3", {}, `Cell ${cell.id}: ${tile.dataset.class}`),
+    element("img", { src: cell.image + "?size=256", alt: `cell ${cell.id}, enlarged`, width: "256", height: "256" }),
+    element("p", {}, `AI: ${cell.ai_class}` + (cell.reviewed_class ? ` · reviewed: ${cell.reviewed_class}` : "")),
+    element("table", { class: "probabilities" }, ...rows));
 }
 
 function perRow() {

@@ -54,6 +54,7 @@ def upgrade() -> None:
         sa.Column("area_px", sa.Float(), nullable=False),
         sa.Column("predicted_class", sa.String(20), nullable=True),
         sa.Column("probability", sa.Float(), nullable=True),
+        sa.Column("probabilities", sa.Text(), nullable=False, server_default="{}"),
         sa.Column("reviewed_class", sa.String(20), nullable=True),
         sa.Column("deleted", sa.Boolean(), nullable=False, server_default=sa.false()),
         sa.Column("added_by", sa.String(200), nullable=False, server_default=""),
