@@ -188,10 +188,8 @@ class ReviewAdapter:
                 slide = self._slides[report.study_instance_uid] = StoredSlide.find(
                     self.store, report.study_instance_uid
                 )
-        side = max(cell.x1 - cell.x0, cell.y1 - cell.y0, 96) + 24
-        cx = cell.region_column + (cell.x0 + cell.x1) // 2
-        cy = cell.region_row + (cell.y0 + cell.y1) // 2
-        window = slide.read_window(max(0, cx - side // 2), max(0, cy - side // 2), side, side)
+        column, row, side = _crop_window(cell)
+        window = slide.read_window(cell.region_column + column, cell.region_row + row, side, side)
         window = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)
         ok, png = cv2.imencode(".png", cv2.cvtColor(np.ascontiguousarray(window), cv2.COLOR_RGB2BGR))
         if not ok:
@@ -251,6 +249,8 @@ class ReviewAdapter:
         polygon = body.get("polygon")
         if polygon is None:
             x, y = (float(v) for v in body["point"])
+            if not (0 <= x < region[2] and 0 <= y < region[3]):
+                raise ReviewError(422, f"the point ({x:.0f}, {y:.0f}) is outside the analysed region {list(region)}")
             radius = 6.0 / (self._pixel_size(accession) or 0.1)  # a 12 µm cell drawn around the point
             angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
             polygon = np.stack([x + radius * np.cos(angles), y + radius * np.sin(angles)], axis=1)
@@ -342,6 +342,17 @@ class ReviewAdapter:
         }
 
 
+def _crop_window(cell: CellRow) -> tuple[int, int, int]:
+    """The crop's square around the cell: (column, row) of its top-left, region-local, and its side (px).
+
+    The page maps a click on a crop back to the region with it (a missed cell beside a found one).
+    """
+    side = max(cell.x1 - cell.x0, cell.y1 - cell.y0, 96) + 24
+    column = max(-cell.region_column, (cell.x0 + cell.x1) // 2 - side // 2)
+    row = max(-cell.region_row, (cell.y0 + cell.y1) // 2 - side // 2)
+    return column, row, side
+
+
 def _report_json(report: Report) -> dict[str, Any]:
     return {
         "status": report.status,
@@ -365,6 +376,7 @@ def _cell_json(cell: CellRow) -> dict[str, Any]:
         "added_by": cell.added_by or None,
         "region": [cell.region_column, cell.region_row, cell.region_width, cell.region_height],
         "bbox": [cell.x0, cell.y0, cell.x1, cell.y1],
+        "crop": list(_crop_window(cell)),
         "image": f"/api/cells/{cell.id}/image",
     }
 

@@ -91,6 +91,9 @@ def test_people_review_sign_and_correct_over_http(served) -> None:  # type: igno
     added = tech.post("/api/cases/ACC-WF/cells", json={"region": region, "point": [60, 60], "class": "EOS"},
                       headers=csrf)  # fmt: skip
     assert added.status_code == 201 and added.json()["added_by"] == "user:tech"
+    outside = tech.post("/api/cases/ACC-WF/cells", json={"region": region, "point": [-5, 60], "class": "EOS"},
+                        headers=csrf)  # fmt: skip
+    assert outside.status_code == 422 and "outside the analysed region" in outside.json()["detail"]
     worklist = httpx.get(f"{url}/api/cases", headers=VIEWER_TOKEN).json()
     assert worklist[0]["accession"] == "ACC-WF" and worklist[0]["critical"]["BLA"] >= 1  # critical first
     assert worklist[0]["status"] == "in_review" and worklist[0]["held_by"] == "user:tech"

@@ -122,6 +122,12 @@ def test_a_person_reviews_and_signs_with_the_keyboard(served, browser) -> None: 
             page.keyboard.press("w")
             page.wait_for_function(f"({count} ?? '0') !== '{left}'")
             left = _counts(page).get("UNIDENTIFIED", 0)
+    # A cell the AI missed, beside the selected one: a click on the enlarged crop, then its class key (e: EOS).
+    eos = _counts(page).get("EOS", 0)
+    page.locator("#detail img").click(position={"x": 136, "y": 136})
+    page.keyboard.press("e")
+    page.wait_for_function(f"document.querySelector('#differential tr[data-class=EOS] td:nth-child(2)')"
+                           f"?.textContent === '{eos + 1}'")  # fmt: skip
     shown = _counts(page)
     assert "UNIDENTIFIED" not in shown
     assert "Changes since the AI result" in page.locator("#changes").inner_text()  # what the signer signs off

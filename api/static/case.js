@@ -163,11 +163,37 @@ function showDetail(tile) {
   const rows = Object.entries(cell.probabilities || {}).map(([code, p]) =>
     element("tr", {}, element("td", {}, code), element("td", {}, NAMES[code] || ""),
       element("td", { class: "num" }, `${(p * 100).toFixed(1)}%`)));
+  const image = element("img", { src: cell.image + "?size=256", alt: `cell ${cell.id}, enlarged`, width: "256",
+    height: "256", title: "A cell the AI missed here? Click on it, then press its class key." });
+  image.addEventListener("click", (event) => markMissed(cell, image, event));
   document.getElementById("detail").replaceChildren(
     element("h3", {}, `Cell ${cell.id}: ${tile.dataset.class}`),
-    element("img", { src: cell.image + "?size=256", alt: `cell ${cell.id}, enlarged`, width: "256", height: "256" }),
+    image,
     element("p", {}, `AI: ${cell.ai_class}` + (cell.reviewed_class ? ` · reviewed: ${cell.reviewed_class}` : "")),
     element("table", { class: "probabilities" }, ...rows));
+}
+
+let missed = null; // {region, point}: a place on a crop where a person saw a cell the AI missed
+
+function markMissed(cell, image, event) {
+  const [column, row, side] = cell.crop;
+  const scale = side / image.clientWidth;
+  missed = { region: cell.region, point: [column + event.offsetX * scale, row + event.offsetY * scale] };
+  say("A missed cell: press its class key to add it (Escape cancels).");
+}
+
+async function addMissed(code) {
+  const body = { region: missed.region, point: missed.point, class: code };
+  missed = null;
+  try {
+    const cell = await api("POST", `/api/cases/${encodeURIComponent(ACCESSION)}/cells`, body);
+    addCells([cell]);
+    if (cell.differential) renderDifferential(cell.differential);
+    if (cell.changes) renderChanges(cell.changes);
+    say(`Added a ${code} cell.`);
+  } catch (error) {
+    say(error.message, true);
+  }
 }
 
 function perRow() {
@@ -192,6 +218,12 @@ async function change(method, tile, body) {
 
 document.addEventListener("keydown", async (event) => {
   if (event.target.closest("input, select, textarea") || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (missed && event.key === "Escape") { missed = null; say("Nothing added."); return; }
+  if (missed && BY_KEY[event.key.toLowerCase()]) {
+    event.preventDefault();
+    await addMissed(BY_KEY[event.key.toLowerCase()]);
+    return;
+  }
   if (event.key === "ArrowRight") { select(selected + 1); event.preventDefault(); return; }
   if (event.key === "ArrowLeft") { select(selected - 1); event.preventDefault(); return; }
   if (event.key === "ArrowDown") { select(selected + perRow()); event.preventDefault(); return; }
