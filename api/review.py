@@ -48,6 +48,9 @@ class ReviewService(Protocol):
 
     def cells(self, accession: str, *, cls: str | None, limit: int, after: int) -> list[dict[str, Any]]: ...
 
+    def cell_at(self, accession: str, *, x_mm: float, y_mm: float) -> dict[str, Any]:
+        """The cell under a point of the slide (slide coordinates, mm, as the viewer reports a click)."""
+
     def cell_image(self, cell_id: int, *, size: int) -> bytes:
         """The cell's crop from the stored 40x frames, PNG."""
 

@@ -172,22 +172,51 @@ class ReviewAdapter:
             cells = session.exec(query.order_by(col(CellRow.id)).limit(limit)).all()
             return [_cell_json(c) for c in cells]
 
+    def cell_at(self, accession: str, *, x_mm: float, y_mm: float) -> dict[str, Any]:
+        from acquisition.wsi import LevelGeometry
+
+        with Session(self.engine) as session:
+            run = self._run(session, accession)
+        slide = self._slide(run.study_instance_uid)
+        column, row = LevelGeometry.of(slide.header()).slide_to_image(np.array([[x_mm, y_mm, 0.0]]))[0]
+        column, row = column - 0.5, row - 0.5  # image coordinates put pixel centres at +0.5
+        with Session(self.engine) as session:
+            query = select(CellRow).where(
+                CellRow.run_id == run.id,
+                CellRow.deleted == False,  # noqa: E712
+                CellRow.region_column + CellRow.x0 <= column,
+                CellRow.region_column + CellRow.x1 > column,
+                CellRow.region_row + CellRow.y0 <= row,
+                CellRow.region_row + CellRow.y1 > row,
+            )
+            found = session.exec(query).all()
+        if not found:
+            raise ReviewError(404, f"no cell of case {accession} at ({x_mm:.4f}, {y_mm:.4f}) mm")
+
+        def distance(c: CellRow) -> float:
+            return (c.region_column + (c.x0 + c.x1) / 2 - column) ** 2 + (c.region_row + (c.y0 + c.y1) / 2 - row) ** 2
+
+        return _cell_json(min(found, key=distance))
+
+    def _slide(self, study: str):  # type: ignore[no-untyped-def]
+        from dicom_store.slides import StoredSlide
+
+        with self._lock:
+            slide = self._slides.pop(study, None) or StoredSlide.find(self.store, study)
+            self._slides[study] = slide
+            while len(self._slides) > SLIDES_KEPT:
+                self._slides.popitem(last=False)
+        return slide
+
     def cell_image(self, cell_id: int, *, size: int) -> bytes:
         import cv2
-
-        from dicom_store.slides import StoredSlide
 
         with Session(self.engine) as session:
             cell = session.get(CellRow, cell_id)
             report = session.get(Report, cell.run_id) if cell is not None else None
             if cell is None or report is None:
                 raise ReviewError(404, f"no cell {cell_id}")
-        with self._lock:
-            slide = self._slides.get(report.study_instance_uid)
-            if slide is None:
-                slide = self._slides[report.study_instance_uid] = StoredSlide.find(
-                    self.store, report.study_instance_uid
-                )
+        slide = self._slide(report.study_instance_uid)
         column, row, side = _crop_window(cell)
         window = slide.read_window(cell.region_column + column, cell.region_row + row, side, side)
         window = cv2.resize(window, (size, size), interpolation=cv2.INTER_AREA)

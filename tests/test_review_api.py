@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -76,6 +77,10 @@ def test_people_review_sign_and_correct_over_http(served) -> None:  # type: igno
     cells = tech.get("/api/cases/ACC-WF/cells", params={"limit": 500}).json()
     first = cells[0]["id"]
     assert cells[0]["probabilities"] and sum(cells[0]["probabilities"].values()) <= 1.0001  # the top classes
+    x_mm, y_mm = _slide_point(store, case["study_instance_uid"], cells[0])
+    at = tech.get("/api/cases/ACC-WF/cells/at", params={"x": x_mm, "y": y_mm})
+    assert at.status_code == 200 and at.json()["id"] == first  # what a click on the outline in the viewer finds
+    assert tech.get("/api/cases/ACC-WF/cells/at", params={"x": 0.0, "y": 0.0}).status_code == 404
     image = tech.get(f"/api/cells/{first}/image")
     assert image.status_code == 200 and image.content[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -154,3 +159,15 @@ def test_login_page_session_cookie_dicomweb_and_logout(served) -> None:  # type:
     assert out.status_code == 303
     assert browser.get("/api/me").status_code == 401
     assert browser.get("/dicomweb/studies").status_code == 401
+
+
+def _slide_point(store: Store, study: str, cell: dict) -> tuple[float, float]:  # type: ignore[type-arg]
+    """The slide coordinates (mm) of a cell's centre, as the viewer reports a click there."""
+    from acquisition.wsi import LevelGeometry
+    from dicom_store.slides import StoredSlide
+
+    geometry = LevelGeometry.of(StoredSlide.find(store, study).header())
+    x0, y0, x1, y1 = cell["bbox"]
+    column, row = cell["region"][0] + (x0 + x1) / 2, cell["region"][1] + (y0 + y1) / 2
+    x, y, _ = geometry.image_to_slide(np.array([[column + 0.5, row + 0.5]]))[0]
+    return float(x), float(y)

@@ -11,13 +11,14 @@ import os
 import shutil
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
 from PIL import Image
 from sqlalchemy import text
 
 from ai.dicom import read_differential_report
-from tests.test_review_api import served  # noqa: F401  (the served review app with an analysed case)
+from tests.test_review_api import _slide_point, served  # noqa: F401  (the served review app with an analysed case)
 from tests.test_workflow import _obr3, _oru, export  # noqa: F401
 
 CHROMIUM = "/usr/bin/chromium"
@@ -101,6 +102,15 @@ def test_a_person_reviews_and_signs_with_the_keyboard(served, browser) -> None: 
     page.locator("#viewer").screenshot(path=shot)
     pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64)
     assert pixels.std() > 10 and len(np.unique(pixels.reshape(-1, 3), axis=0)) > 500  # a slide, not a blank canvas
+    # A click on an outline (the viewer's roi_selected event with that outline) shows that cell beside the table.
+    cell = _as_page(url, page, "/api/cases/ACC-WF/cells?limit=1")[0]
+    x_mm, y_mm = _slide_point(store, _as_page(url, page, "/api/cases/ACC-WF")["study_instance_uid"], cell)
+    page.evaluate(
+        "([x, y]) => document.getElementById('viewer').dispatchEvent(new CustomEvent("
+        "'dicommicroscopyviewer_roi_selected', {detail: {payload: {scoord3d: {graphicData: [[x, y, 0]]}}}}))",
+        [x_mm, y_mm],
+    )
+    page.wait_for_function(f"document.querySelector('#detail h3')?.textContent.startsWith('Cell {cell['id']}:')")
     groups = page.evaluate("window.slideViewer.getAllAnnotationGroups().map(g => g.uid)")
     assert groups  # the cell classes (and AOI classes) of the run's annotations
     # The outlines are drawn: hiding the annotation groups changes what the viewer shows.
@@ -148,6 +158,12 @@ def test_a_person_reviews_and_signs_with_the_keyboard(served, browser) -> None: 
     final, preliminary = _oru(engine, "F"), _oru(engine, "P")
     assert len(final) == 1 and _obr3(final[0]) == _obr3(preliminary[0])
     assert "/review/cases/ACC-WF" in final[0]  # the LIS user's way back to the case
+
+
+def _as_page(url: str, page, path: str):  # type: ignore[no-untyped-def]
+    """A GET with the page's session, for what the test must know (never to change anything)."""
+    cookies = "; ".join(f"{c['name']}={c['value']}" for c in page.context.cookies())
+    return httpx.get(f"{url}{path}", headers={"Cookie": cookies}).json()
 
 
 def _sr_reports(store) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]

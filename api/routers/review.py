@@ -90,6 +90,18 @@ def cells(
     return _call(review.cells, accession, cls=cls, limit=limit, after=after)
 
 
+@router.get("/cases/{accession}/cells/at")
+def cell_at(
+    accession: str,
+    x: float = Query(description="Slide X (mm), as the viewer reports a click on an outline."),
+    y: float = Query(description="Slide Y (mm)."),
+    user: User = Depends(require_roles(*READERS)),  # noqa: B008
+    review: ReviewService = Depends(service),  # noqa: B008
+) -> dict[str, Any]:
+    """The cell whose outline holds this point of the slide (404 when none does)."""
+    return _call(review.cell_at, accession, x_mm=x, y_mm=y)
+
+
 @router.get("/cells/{cell_id}/image", response_class=Response, responses={200: {"content": {"image/png": {}}}})
 def cell_image(
     cell_id: int,

@@ -156,10 +156,11 @@ function select(index) {
   }
 }
 
-function showDetail(tile) {
+function showDetail(tile, given = null) {
   // The selected cell larger, with the classifier's most likely classes: what a reviewer weighs.
-  const cell = CELLS.get(tile.dataset.cell);
+  const cell = given || CELLS.get(tile.dataset.cell);
   if (!cell) return;
+  const current = tile ? tile.dataset.class : cell.class;
   const rows = Object.entries(cell.probabilities || {}).map(([code, p]) =>
     element("tr", {}, element("td", {}, code), element("td", {}, NAMES[code] || ""),
       element("td", { class: "num" }, `${(p * 100).toFixed(1)}%`)));
@@ -167,11 +168,19 @@ function showDetail(tile) {
     height: "256", title: "A cell the AI missed here? Click on it, then press its class key." });
   image.addEventListener("click", (event) => markMissed(cell, image, event));
   document.getElementById("detail").replaceChildren(
-    element("h3", {}, `Cell ${cell.id}: ${tile.dataset.class}`),
+    element("h3", {}, `Cell ${cell.id}: ${current}`),
     image,
     element("p", {}, `AI: ${cell.ai_class}` + (cell.reviewed_class ? ` · reviewed: ${cell.reviewed_class}` : "")),
     element("table", { class: "probabilities" }, ...rows));
 }
+
+// A click on a cell's outline in the slide viewer: select its crop (or show it when not in the page yet).
+window.onSlideCell = (cell) => {
+  CELLS.set(String(cell.id), cell);
+  const tile = tiles.find((t) => t.dataset.cell === String(cell.id));
+  if (tile) select(tiles.indexOf(tile));
+  else showDetail(null, cell);
+};
 
 let missed = null; // {region, point}: a place on a crop where a person saw a cell the AI missed
 

@@ -32,6 +32,19 @@ async function showSlide(viewerInfo) {
       console.warn("annotations not shown", uid, error);
     }
   }
+  // A click on an outline: the server finds the cell under the outline's centre (slide mm), the page shows it.
+  box.addEventListener("dicommicroscopyviewer_roi_selected", async (event) => {
+    const points = event.detail?.payload?.scoord3d?.graphicData;
+    if (!Array.isArray(points) || !points.length || !Array.isArray(points[0])) return;
+    const x = points.reduce((sum, p) => sum + p[0], 0) / points.length;
+    const y = points.reduce((sum, p) => sum + p[1], 0) / points.length;
+    try {
+      const cell = await api("GET", `/api/cases/${encodeURIComponent(PAGE.accession)}/cells/at?x=${x}&y=${y}`);
+      if (window.onSlideCell) window.onSlideCell(cell);
+    } catch (error) {
+      // an AOI tile or an area without a cell: nothing to show
+    }
+  });
   window.slideViewer = viewer; // for people's consoles and the browser tests
   box.dataset.ready = "true";
   return viewer;
