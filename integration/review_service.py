@@ -85,11 +85,18 @@ class ReviewAdapter:
 
     def worklist(self, *, status: str | None, limit: int) -> list[dict[str, Any]]:
         with Session(self.engine) as session:
-            query = select(Case)
+            # Every open case (they are ordered by their critical cells), and only the latest closed ones.
+            open_query = select(Case).where(col(Case.status).not_in(_CLOSED))
+            closed_query = select(Case).where(col(Case.status).in_(_CLOSED))
             if status:
-                query = query.where(Case.status == status)
+                open_query, closed_query = (
+                    open_query.where(Case.status == status),
+                    closed_query.where(Case.status == status),
+                )
+            closed_query = closed_query.order_by(col(Case.updated_at).desc()).limit(limit)
+            cases = [*session.exec(open_query).all(), *session.exec(closed_query).all()]
             rows = []
-            for case in session.exec(query).all():
+            for case in cases:
                 run = latest_report(session, case.id, statuses=("preliminary",))  # type: ignore[arg-type]
                 critical = self._critical(session, run) if run is not None else {}
                 rows.append((case, critical, self._patient(session, case), self._held_by(session, case)))

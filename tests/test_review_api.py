@@ -102,6 +102,8 @@ def test_people_review_sign_and_correct_over_http(served) -> None:  # type: igno
     worklist = httpx.get(f"{url}/api/cases", headers=VIEWER_TOKEN).json()
     assert worklist[0]["accession"] == "ACC-WF" and worklist[0]["critical"]["BLA"] >= 1  # critical first
     assert worklist[0]["status"] == "in_review" and worklist[0]["held_by"] == "user:tech"
+    filtered = httpx.get(f"{url}/api/cases", params={"status": "in_review"}, headers=VIEWER_TOKEN).json()
+    assert [c["accession"] for c in filtered] == ["ACC-WF"]
     history = [entry["action"] for entry in tech.get("/api/cases/ACC-WF").json()["history"]]
     assert history[0] == "case.created" and "review.cells_recorded" in history
     assert tech.post("/api/cases/ACC-WF/sign", headers=csrf).status_code == 403  # only pathologists sign
