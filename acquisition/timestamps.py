@@ -173,6 +173,12 @@ def parse_dicom_dt(value: str, *, zone: tzinfo) -> Instant:
     return _build(value, parts, fraction, offset, zone)
 
 
+def stored_utc(moment: datetime) -> datetime:
+    """An instant read back from the index as aware UTC: SQLite returns `DateTime(timezone=True)` naive,
+    and everything marrowlink stores is UTC."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
 def _offset_text(moment: datetime) -> str:
     delta = moment.utcoffset() or timedelta(0)
     minutes = int(delta.total_seconds() // 60)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 from sqlmodel import Session
 
-from acquisition.timestamps import Instant, Precision
+from acquisition.timestamps import Instant, Precision, stored_utc
 from ai.results import Differential
 from hl7 import DifferentialResult, OruCase, ResultStatus
 from hl7.model import Patient as HL7Patient
@@ -78,8 +78,9 @@ def _collected(case: Case) -> Instant | None:
     """OBR-7 as the order sent it: the stored UTC instant with its precision (seconds when not kept)."""
     if case.collected_at is None:
         return None
-    at = case.collected_at if case.collected_at.tzinfo else case.collected_at.replace(tzinfo=UTC)
-    return Instant(at, Precision(case.collected_precision or Precision.SECOND), offset_given=True)
+    return Instant(
+        stored_utc(case.collected_at), Precision(case.collected_precision or Precision.SECOND), offset_given=True
+    )
 
 
 def send_result(

@@ -10,7 +10,7 @@ import io
 import json
 import threading
 from collections import OrderedDict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from acquisition import CELL_CLASSES, CRITICAL_CODES, NOT_CLASSED_CODES
+from acquisition.timestamps import stored_utc
 from ai.catalogue import UNIDENTIFIED
 from api.review import Person, ReviewError
 from dicom_store import Store
@@ -46,7 +47,7 @@ _NAMES = {c.code: c.name for c in CELL_CLASSES}
 def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).isoformat()
+    return stored_utc(moment).isoformat()
 
 
 class ReviewAdapter:

@@ -18,6 +18,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from sqlalchemy import Engine
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from acquisition.timestamps import stored_utc
 from integration.cases import audit, utcnow
 
 ROLES = ("viewer", "technologist", "pathologist", "admin", "integrator")
@@ -146,7 +147,7 @@ class Users:
             return None
         with Session(self.engine) as session:
             found = session.get(UserSession, _digest(token))
-            if found is None or found.ended_at is not None or _aware(found.expires_at) < utcnow():
+            if found is None or found.ended_at is not None or stored_utc(found.expires_at) < utcnow():
                 return None
             row = session.get(UserRow, found.user_id)
             if row is None or not row.active:
@@ -162,9 +163,3 @@ class Users:
                 row = session.get(UserRow, found.user_id)
                 login = row.login if row is not None else "?"
                 audit(session, f"user:{login}", "user.logout", "user", login)
-
-
-def _aware(moment: datetime) -> datetime:
-    from datetime import UTC
-
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
