@@ -136,15 +136,17 @@ def class_counts(session: Session, run_id: int) -> dict[str | None, int]:
     return {cls: int(n) for cls, n in session.exec(query).all()}
 
 
-def review_changes(session: Session, run_id: int) -> dict[str, object]:
-    """What people changed since the AI's result: cells reclassified, deleted, added, and counts AI → now."""
+def review_changes(session: Session, run_id: int, now: dict[str | None, int]) -> dict[str, object]:
+    """What people changed since the AI's result: cells reclassified, deleted, added, and counts AI → now.
+
+    `now` is `class_counts` of the run, which the caller has already counted for its differential.
+    """
     ai_class = CellRow.predicted_class
     ai_counts = dict(
         session.exec(
             select(ai_class, func.count()).where(CellRow.run_id == run_id, CellRow.added_by == "").group_by(ai_class)
         ).all()
     )
-    now = class_counts(session, run_id)
     changed = (CellRow.reviewed_class != None) & (  # noqa: E711 (SQL)
         (CellRow.predicted_class == None) | (CellRow.reviewed_class != CellRow.predicted_class)  # noqa: E711
     )

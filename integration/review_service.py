@@ -151,8 +151,7 @@ class ReviewAdapter:
             if run is not None:
                 answer["study_instance_uid"] = run.study_instance_uid
                 answer["regions"] = [list(r) for r in run_regions(run)]
-                answer["differential"] = self._differential(session, run)
-                answer["changes"] = review_changes(session, run.id)  # type: ignore[arg-type]
+                answer["differential"], answer["changes"] = self._standing(session, run)
                 answer["viewer"] = {
                     "dicomweb": "/dicomweb",
                     "study": run.study_instance_uid,
@@ -275,8 +274,7 @@ class ReviewAdapter:
         """The changed cell and the case's differential after the change (the page updates its table)."""
         with Session(self.engine) as session:
             run = session.get(Report, cell.run_id)
-            counts = self._differential(session, run) if run is not None else None
-            changes = review_changes(session, cell.run_id)
+            counts, changes = self._standing(session, run) if run is not None else (None, None)
         return {**_cell_json(cell), "differential": counts, "changes": changes}
 
     def add_cell(self, accession: str, body: dict[str, Any], *, actor: str) -> dict[str, Any]:
@@ -361,11 +359,13 @@ class ReviewAdapter:
         return {code: counts.get(code, 0) for code in CRITICAL_CODES}
 
     @staticmethod
-    def _differential(session: Session, run: Report) -> dict[str, Any]:
+    def _standing(session: Session, run: Report) -> tuple[dict[str, Any], dict[str, object]]:
+        """The differential as the case stands and the changes since the AI, from one count of the cells."""
         from ai.results import Differential
 
         counts = class_counts(session, run.id)  # type: ignore[arg-type]
-        return _differential_json(Differential.from_classes(classes_of(counts)))
+        differential = _differential_json(Differential.from_classes(classes_of(counts)))
+        return differential, review_changes(session, run.id, counts)  # type: ignore[arg-type]
 
     @staticmethod
     def _patient(session: Session, case: Case) -> dict[str, Any]:
