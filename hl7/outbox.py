@@ -102,6 +102,11 @@ class Outbox:
         with Session(self.engine, expire_on_commit=False) as session:
             return session.get(OutboxMessage, entry_id)
 
+    def by_control_id(self, control_id: str) -> OutboxMessage | None:
+        """The message with this MSH-10, if it was ever queued (a sender that names its own ids checks here)."""
+        with Session(self.engine) as session:
+            return session.exec(select(OutboxMessage).where(OutboxMessage.control_id == control_id)).first()
+
     def entries(
         self, *, state: str | None = None, destination: str | None = None, limit: int = 200
     ) -> list[OutboxMessage]:

@@ -180,9 +180,38 @@ def algorithm_info(models: AnalysisModels):  # type: ignore[no-untyped-def]
     )
 
 
-def next_series_number(store: Store, study_instance_uid: str) -> int:
+@dataclass(frozen=True)
+class RunUids:
+    """The series and instance UIDs of one run, derived from a job's key: a retry of the job makes the
+    same objects, so what a killed attempt stored can be recognised (and is never stored twice)."""
+
+    seg_series: str
+    seg: str
+    ann_series: str
+    ann: str
+    aoi: str
+    sr_series: str
+    sr: str
+
+    @classmethod
+    def derive(cls, uid_root: str, run_key: str) -> RunUids:
+        from pydicom.uid import generate_uid
+
+        def uid(part: str) -> str:
+            return generate_uid(uid_root, entropy_srcs=["marrowlink-run", run_key, part])
+
+        return cls(*(uid(name) for name in ("seg-series", "seg", "ann-series", "ann", "aoi", "sr-series", "sr")))
+
+    @property
+    def series(self) -> tuple[str, ...]:
+        return (self.seg_series, self.ann_series, self.sr_series)
+
+
+def next_series_number(store: Store, study_instance_uid: str, *, ignore: tuple[str, ...] = ()) -> int:
     numbers = []
     for ds in store.search("SERIES", [("StudyInstanceUID", study_instance_uid)]):
+        if str(ds.get("SeriesInstanceUID", "")) in ignore:
+            continue
         try:
             numbers.append(int(ds.get("SeriesNumber", 0) or 0))
         except (TypeError, ValueError):
@@ -190,10 +219,13 @@ def next_series_number(store: Store, study_instance_uid: str) -> int:
     return max(numbers, default=0) + 1
 
 
-def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root: str, zone: tzinfo = UTC) -> list:  # type: ignore[no-untyped-def]
+def result_objects(  # type: ignore[no-untyped-def]
+    store: Store, analysis: SlideAnalysis, algorithm, *, uid_root: str, zone: tzinfo = UTC, uids: RunUids | None = None
+) -> list:
     """SEG, cell ANN (+ AOI ANN in the same series) and the preliminary SR, built in memory.
 
-    All of one run carry the same content date/time, on the site's clock (`zone`).
+    All of one run carry the same content date/time, on the site's clock (`zone`); with `uids` their
+    UIDs are the run's derived ones, else new.
     """
     from ai.dicom import (
         AnalysisRegion,
@@ -208,10 +240,10 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
     source = analysis.slide.header()
     made = datetime.now(UTC)
 
-    def slot(number: int, series_uid: str | None = None, instance: int = 1) -> SeriesSlot:
-        return SeriesSlot(uid_root, number, series_uid, instance_number=instance, zone=zone, created=made)
+    def slot(number: int, series_uid: str | None = None, instance: int = 1, sop_uid: str | None = None) -> SeriesSlot:
+        return SeriesSlot(uid_root, number, series_uid, sop_uid, instance_number=instance, zone=zone, created=made)
 
-    first = next_series_number(store, str(source.StudyInstanceUID))
+    first = next_series_number(store, str(source.StudyInstanceUID), ignore=uids.series if uids else ())
     regions = [
         AnalysisRegion(r.region.column, r.region.row, r.region.width, r.region.height, r.detections)
         for r in analysis.regions
@@ -220,8 +252,12 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
     seg = ann = aoi = None
     if analysis.cell_count:
         # SEG and ANN need at least one cell; a slide without cells still gets its (empty) SR.
-        seg = write_cell_segmentation(source, regions, algorithm, series=slot(first))
-        ann = write_cell_annotations(source, regions, algorithm, series=slot(first + 1))
+        seg = write_cell_segmentation(
+            source, regions, algorithm, series=slot(first, *((uids.seg_series, 1, uids.seg) if uids else ()))
+        )
+        ann = write_cell_annotations(
+            source, regions, algorithm, series=slot(first + 1, *((uids.ann_series, 1, uids.ann) if uids else ()))
+        )
         objects += [seg, ann]
     if analysis.aoi_tiles and analysis.slide.overview is not None:
         tiles = [AoiTile(*tile) for tile in analysis.aoi_tiles]
@@ -230,7 +266,12 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
             overview,
             tiles,
             algorithm,
-            series=slot(first + 1, str(ann.SeriesInstanceUID) if ann is not None else None, instance=2),
+            series=slot(
+                first + 1,
+                str(ann.SeriesInstanceUID) if ann is not None else (uids.ann_series if uids else None),
+                instance=2,
+                sop_uid=uids.aoi if uids else None,
+            ),
         )
         objects.append(aoi)
     sr = write_differential_report(
@@ -240,7 +281,7 @@ def result_objects(store: Store, analysis: SlideAnalysis, algorithm, *, uid_root
         differential=analysis.differential,
         algorithm=algorithm,
         regions=regions,
-        series=slot(first + 2),
+        series=slot(first + 2, *((uids.sr_series, 1, uids.sr) if uids else ())),
         status="preliminary",
         evidence=[aoi] if aoi is not None else (),
     )
@@ -279,11 +320,12 @@ def run_analysis(
     uid_root: str,
     zone: tzinfo = UTC,
     progress: Callable[[int], None] | None = None,
+    uids: RunUids | None = None,
 ) -> AnalysisRun:
     """Analyse a stored slide and store its results (a new series set per run, all or nothing)."""
     analysis = analyze_slide(store, study_instance_uid, models, progress=progress)
     algorithm = algorithm_info(models)
-    objects = result_objects(store, analysis, algorithm, uid_root=uid_root, zone=zone)
+    objects = result_objects(store, analysis, algorithm, uid_root=uid_root, zone=zone, uids=uids)
     stored = [item.sop_instance_uid for item in store.store_datasets(objects)]
     header = analysis.slide.header()
     by_kind = _uids_by_kind(objects)

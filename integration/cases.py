@@ -32,6 +32,25 @@ class CaseStatus(StrEnum):
     CORRECTED = "corrected"  # a correction signed
 
 
+class SlideStage(StrEnum):
+    """Where a slide stands in the pipeline (docs/deployment.md "The case pipeline"), kept on its row.
+
+    A scan that arrives before its order has no slide row yet: its import job waits (`jobs list`).
+    """
+
+    ORDERED = "ordered"  # the order named the slide; no scan yet
+    SCANNED = "scanned"  # its export folder arrived and its import is queued
+    IMPORTED = "imported"  # stored as DICOM WSI; analysis queued
+    ANALYSING = "analysing"
+    PRELIMINARY = "preliminary"  # AI results stored, ORU (P) queued (or no LIS configured)
+    PRELIMINARY_SENT = "preliminary_sent"  # the LIS acknowledged the ORU (P)
+    IN_REVIEW = "in_review"
+    SIGNED = "signed"  # final (or corrected) SR stored, ORU (F/C) queued
+    FINAL_SENT = "final_sent"  # the LIS acknowledged the ORU (F)
+    CORRECTED = "corrected"  # the LIS acknowledged the ORU (C)
+    FAILED = "failed"  # a step gave up; the job says why
+
+
 class Patient(SQLModel, table=True):
     """A person; `merged_into_id` points to the survivor after an ADT^A40 merge."""
 
@@ -97,6 +116,13 @@ class Slide(SQLModel, table=True):
     case_id: int = Field(foreign_key="cases.id", index=True)
     barcode: str = Field(max_length=200, unique=True)
     created_at: datetime = Field(default_factory=utcnow)
+    stage: str = Field(default=SlideStage.ORDERED.value, max_length=20)
+    stage_at: datetime | None = None
+    #: Why the slide is failed (the step and its error), else empty.
+    stage_reason: str = Field(default="", sa_column=Column(Text, nullable=False, server_default=""))
+    study_instance_uid: str = Field(default="", max_length=64)
+    #: The latest result message queued for the slide (hl7 outbox id): its ACK moves the stage on.
+    outbox_id: int | None = None
 
 
 class AuditLog(SQLModel, table=True):
@@ -111,6 +137,32 @@ class AuditLog(SQLModel, table=True):
     entity: str = Field(max_length=40)
     entity_id: str = Field(max_length=200)
     details: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+
+
+def set_slide_stage(
+    session: Session,
+    stage: SlideStage,
+    *,
+    barcode: str | None = None,
+    case_id: int | None = None,
+    reason: str = "",
+    **values: Any,
+) -> list[Slide]:
+    """Move one slide (by barcode) or every slide of a case to `stage`, in the caller's transaction."""
+    query = select(Slide)
+    if barcode is not None:
+        query = query.where(Slide.barcode == barcode)
+    elif case_id is not None:
+        query = query.where(Slide.case_id == case_id)
+    else:
+        raise ValueError("set_slide_stage needs a barcode or a case id")
+    slides = list(session.exec(query).all())
+    for slide in slides:
+        slide.stage, slide.stage_at, slide.stage_reason = stage.value, utcnow(), reason
+        for key, value in values.items():
+            setattr(slide, key, value)
+        session.add(slide)
+    return slides
 
 
 def audit(session: Session, actor: str, action: str, entity: str, entity_id: object, **details: Any) -> None:

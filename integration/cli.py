@@ -36,8 +36,12 @@ def serve(
         int | None,
         typer.Option(help="HTTP server processes on the HTTP port (0: one per CPU core, at most 8).", min=0, max=64),
     ] = None,
+    watch: Annotated[
+        Path | None,
+        typer.Option(help="Watch folder: export folders dropped here are imported, analysed and reported."),
+    ] = None,
 ) -> None:
-    """Run everything: HTTP, DIMSE SCP, MLLP listener (HTTP in N processes). Ctrl-C stops it."""
+    """Run everything: HTTP, DIMSE SCP, MLLP listener (HTTP in N processes), the pipeline. Ctrl-C stops it."""
     from integration.service import run_service
     from integration.settings import load_settings
 
@@ -48,6 +52,7 @@ def serve(
         mllp_port=mllp_port,
         http_host=host,
         http_workers=http_workers,
+        watch_dir=watch,
     )
     run_service(settings)
 

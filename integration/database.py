@@ -12,7 +12,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 
 #: Packages that own tables, in the order their models must be imported.
@@ -73,9 +73,22 @@ def alembic_config(engine: Engine) -> Config:
     return config
 
 
+#: PostgreSQL advisory lock key held while migrating: `serve` and workers starting together take turns.
+MIGRATION_LOCK = 0x6D61_7272  # "marr"
+
+
 def migrate(engine: Engine) -> None:
-    """Bring every package's tables to the newest schema (idempotent; safe on every start)."""
-    command.upgrade(alembic_config(engine), "heads")
+    """Bring every package's tables to the newest schema (idempotent; safe on every start, and from
+    several processes at once: on PostgreSQL they take turns under an advisory lock)."""
+    if engine.dialect.name != "postgresql":
+        command.upgrade(alembic_config(engine), "heads")
+        return
+    with engine.connect() as connection:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+        try:
+            command.upgrade(alembic_config(engine), "heads")
+        finally:
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
 
 
 def open_index(url: str, *, max_connections: int = 30) -> Engine:

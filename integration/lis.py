@@ -83,7 +83,12 @@ def queue_result(
     *,
     local_system: str = "L",
     zone: tzinfo = UTC,
+    control_id: str | None = None,
 ) -> Queued:
-    """Build the ORU for a result and store it in the outbox (sent by the dispatcher, in order)."""
-    message = build_oru(case, differential, status, local_system=local_system, zone=zone)
+    """Build the ORU for a result and store it in the outbox (sent by the dispatcher, in order).
+
+    A given `control_id` (MSH-10, unique in the outbox) makes the enqueue happen once: a second one with
+    the same id raises IntegrityError.
+    """
+    message = build_oru(case, differential, status, local_system=local_system, zone=zone, control_id=control_id)
     return Outbox(engine).enqueue(message, destination, reference=case.filler_order_number)

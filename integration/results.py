@@ -9,6 +9,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from acquisition.timestamps import Instant, Precision, stored_utc
@@ -92,19 +93,42 @@ def send_result(
     result: DifferentialResult,
     status: ResultStatus,
     actor: str,
+    control_id: str | None = None,
 ) -> int | None:
-    """Queue the ORU in the durable outbox; returns its outbox id, None when no LIS is configured."""
+    """Queue the ORU in the durable outbox; returns its outbox id, None when no LIS is configured.
+
+    With a `control_id` (a job's own, see `result_control_id`) it is queued at most once: when a message
+    with that MSH-10 is already in the outbox, its id is returned and nothing new is queued.
+    """
     if not settings.lis_destination:
         return None
     case = oru_case(engine, accession_number, study_instance_uid=study_instance_uid, settings=settings)
     if case is None:
         return None
+    from hl7 import Outbox
     from integration.lis import queue_result
 
-    queued = queue_result(engine, case, result, status, settings.lis_destination, zone=settings.zone)
+    if control_id is not None and (existing := Outbox(engine).by_control_id(control_id)) is not None:
+        return existing.id
+    try:
+        queued = queue_result(
+            engine, case, result, status, settings.lis_destination, zone=settings.zone, control_id=control_id
+        )
+    except IntegrityError:
+        if control_id is None or (existing := Outbox(engine).by_control_id(control_id)) is None:
+            raise
+        return existing.id  # queued by another attempt between our look and our insert
     with Session(engine) as session, session.begin():
         audit(session, actor, f"result.queued.{status.value}", "case", accession_number, outbox=queued.id)
     return queued.id
+
+
+def result_control_id(key: str) -> str:
+    """MSH-10 of a result a job sends: 20 characters derived from the job and the result status, so that
+    every attempt of the job names the same message."""
+    import hashlib
+
+    return "MJ" + hashlib.sha256(key.encode()).hexdigest()[:18].upper()
 
 
 def mark_preliminary(engine: Engine, accession_number: str, *, actor: str, sr_instance_uid: str) -> bool:

@@ -78,7 +78,13 @@ def _patient(engine: Engine | None, row: PatientRow | None) -> Patient:
 
 
 def build_context(
-    manifest: ScanManifest, *, uid_root: str, accession_number: str | None, engine: Engine | None, zone: tzinfo = UTC
+    manifest: ScanManifest,
+    *,
+    uid_root: str,
+    accession_number: str | None,
+    engine: Engine | None,
+    zone: tzinfo = UTC,
+    series_instance_uid: str = "",
 ) -> SlideContext:
     case, patient_row = _order_for(engine, manifest.barcode)
     accession = accession_number or (case.accession_number if case else "")
@@ -99,6 +105,7 @@ def build_context(
         accession_number=accession[:16],
         study_instance_uid=study_uid_for(accession, uid_root) if accession else "",
         study_id=accession[:16],
+        series_instance_uid=series_instance_uid,
         equipment=Equipment(
             manufacturer=manifest.equipment.manufacturer,
             model_name=manifest.equipment.scanner,
@@ -119,12 +126,24 @@ def import_scan(
     engine: Engine | None = None,
     actor: str = "cli",
     zone: tzinfo = UTC,
+    series_instance_uid: str = "",
 ) -> ImportedScan:
-    """Read, validate, encode and store one export folder (all or nothing); DICOM times on `zone`'s clock."""
+    """Read, validate, encode and store one export folder (all or nothing); DICOM times on `zone`'s clock.
+
+    A job passes the `series_instance_uid` it derived from its key, so that what a killed attempt left of
+    the series can be found and removed before the next attempt stores it again.
+    """
     from acquisition.metafer import read_metafer_export
 
     manifest = read_metafer_export(folder)
-    context = build_context(manifest, uid_root=uid_root, accession_number=accession_number, engine=engine, zone=zone)
+    context = build_context(
+        manifest,
+        uid_root=uid_root,
+        accession_number=accession_number,
+        engine=engine,
+        zone=zone,
+        series_instance_uid=series_instance_uid,
+    )
     datasets = encode_manifest(manifest, context)
     stored = [item.sop_instance_uid for item in store.store_datasets(datasets)]
     if engine is not None:

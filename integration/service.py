@@ -442,7 +442,15 @@ class _Server(uvicorn.Server):
 
 def _async_starters() -> list:
     """Components that live in the event loop; each registers its own stop on the exit stack."""
-    return [_start_lis]
+    return [_start_lis, _start_pipeline]
+
+
+async def _start_pipeline(components: Components, stack: AsyncExitStack) -> None:
+    from integration.runner import start_pipeline
+
+    settings = components.settings
+    runtime = start_pipeline(components.engine, components.store, settings, watch=settings.watch_dir)
+    stack.push_async_callback(asyncio.to_thread, runtime.stop)
 
 
 async def _start_lis(components: Components, stack: AsyncExitStack) -> None:

@@ -64,8 +64,19 @@ class Settings(BaseSettings):
     #: needs none): each process's pool gets an equal share, at least 3. PostgreSQL allows 100 by default,
     #: and every HTTP worker process has a pool of its own.
     database_connections: int = Field(default=60, ge=3, le=10000)
-    # Not read yet: analysis runs in the process that asks for it. Meant for Celery workers (scale-out).
+    #: Celery broker (amqp://… for RabbitMQ, redis://… for Redis): import and analysis jobs go to
+    #: `marrowlink worker` processes. None: they run in a pool inside `serve` (docs/deployment.md).
     broker_url: str | None = Field(default=None, validation_alias=AliasChoices("MARROWLINK_BROKER", "broker_url"))
+    #: Jobs `serve` runs at once without a broker (each analysis already uses every core).
+    job_threads: int = Field(default=1, ge=1, le=32)
+    #: How long a job's claim holds without renewal: a runner that died gives its job up after this.
+    job_lease_s: float = Field(default=120.0, ge=5.0, le=86400.0)
+    #: Folder the scanner's Metafer exports are dropped into (`serve --watch DIR`); None: no watch folder.
+    watch_dir: Path | None = Field(default=None, validation_alias=AliasChoices("MARROWLINK_WATCH", "watch_dir"))
+    #: A watched export folder is taken once its manifest is there and nothing in it changed for this long.
+    watch_settle_s: float = Field(default=10.0, ge=0.0, le=3600.0)
+    #: How often the watch folder is looked at.
+    watch_interval_s: float = Field(default=2.0, gt=0.0, le=600.0)
 
     http_host: str = "127.0.0.1"
     http_port: int = 8000

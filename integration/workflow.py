@@ -30,7 +30,7 @@ from ai.catalogue import UNIDENTIFIED
 from ai.results import Differential
 from dicom_store import Store
 from hl7 import Method, ResultStatus
-from integration.cases import Case, CaseStatus, audit, get_case
+from integration.cases import Case, CaseStatus, SlideStage, audit, get_case, set_slide_stage
 from integration.review import (
     CellRow,
     Report,
@@ -105,11 +105,24 @@ class Workflow:
         actor: str,
         send: bool = True,
         progress: Callable[[int], None] | None = None,
+        run_key: str | None = None,
     ):  # type: ignore[no-untyped-def]
-        """Run the networks on a stored slide, store the results, record the cells, queue the ORU (P)."""
-        from integration.analysis import run_analysis
-        from integration.results import differential_result, mark_preliminary, send_result
+        """Run the networks on a stored slide, store the results, record the cells, queue the ORU (P).
 
+        With a `run_key` (a pipeline job's) the run is idempotent: its UIDs and the ORU's MSH-10 derive
+        from the key, what a killed attempt stored of an unfinished run is removed first, and a run that
+        was already recorded is not analysed again (only its ORU is queued, once).
+        """
+        from integration.analysis import RunUids, run_analysis
+
+        uids = RunUids.derive(self.settings.uid_root, run_key) if run_key else None
+        if uids is not None:
+            resumed = self._recorded_run(uids.sr, study_instance_uid)
+            if resumed is not None:
+                log.info("run %s was stored before the last attempt stopped; not analysed again", run_key)
+                self._after_run(resumed, actor=actor, send=send, run_key=run_key)
+                return resumed
+            self._remove_partial(uids.series)
         run = run_analysis(
             self.store,
             study_instance_uid,
@@ -117,8 +130,16 @@ class Workflow:
             uid_root=self.settings.uid_root,
             zone=self.settings.zone,
             progress=progress,
+            uids=uids,
         )
         self.record_run(run, actor=actor)
+        self._after_run(run, actor=actor, send=send, run_key=run_key)
+        return run
+
+    def _after_run(self, run, *, actor: str, send: bool, run_key: str | None) -> None:  # type: ignore[no-untyped-def]
+        """The case has a preliminary result: its state, the ORU (P), the slide's stage."""
+        from integration.results import differential_result, mark_preliminary, result_control_id, send_result
+
         mark_preliminary(self.engine, run.accession_number, actor=actor, sr_instance_uid=run.sr_instance_uid)
         if send and run.accession_number:
             result = differential_result(
@@ -128,12 +149,60 @@ class Workflow:
                 self.engine,
                 self.settings,
                 accession_number=run.accession_number,
-                study_instance_uid=study_instance_uid,
+                study_instance_uid=run.study_instance_uid,
                 result=result,
                 status=ResultStatus.PRELIMINARY,
                 actor=actor,
+                control_id=result_control_id(f"{run_key}:P") if run_key else None,
             )
-        return run
+        if run.container_identifier:
+            with Session(self.engine) as session, session.begin():
+                set_slide_stage(
+                    session,
+                    SlideStage.PRELIMINARY,
+                    barcode=run.container_identifier,
+                    outbox_id=run.outbox_id,
+                    study_instance_uid=run.study_instance_uid,
+                )
+
+    def _recorded_run(self, sr_instance_uid: str, study_instance_uid: str):  # type: ignore[no-untyped-def]
+        """The AnalysisRun of an already recorded report with this SR, rebuilt from the index; else None."""
+        from integration.analysis import AnalysisRun
+
+        with Session(self.engine) as session:
+            report = session.exec(select(Report).where(Report.sr_instance_uid == sr_instance_uid)).first()
+            if report is None:
+                return None
+            case = session.get(Case, report.case_id)
+            counts = class_counts(session, report.id)  # type: ignore[arg-type]
+        header = self.store.get_dataset(sr_instance_uid, stop_before_pixels=True)
+        algorithm = json.loads(report.algorithm or "{}")
+        return AnalysisRun(
+            study_instance_uid=study_instance_uid,
+            accession_number=case.accession_number if case is not None else "",
+            container_identifier=str(header.get("ContainerIdentifier", "") or self._barcode_of(study_instance_uid)),
+            stored=[],
+            sr_instance_uid=sr_instance_uid,
+            differential=Differential.from_classes(classes_of(counts)),
+            cells=sum(counts.values()),
+            regions=len(run_regions(report)),
+            algorithm_name=algorithm.get("name", ""),
+            algorithm_version=algorithm.get("version", ""),
+            seg_instance_uid=report.seg_instance_uid,
+            ann_instance_uid=report.ann_instance_uid,
+            aoi_instance_uid=report.aoi_instance_uid,
+        )
+
+    def _barcode_of(self, study_instance_uid: str) -> str:
+        found = self.store.search("SERIES", [("StudyInstanceUID", study_instance_uid), ("Modality", "SM")])
+        return str(found[0].get("ContainerIdentifier", "")) if found else ""
+
+    def _remove_partial(self, series: tuple[str, ...]) -> None:
+        """What an attempt that was killed stored of these series (a run is recorded only once complete)."""
+        for series_uid in series:
+            for instance in self.store.instances(series_instance_uid=series_uid):
+                log.warning("removing %s, left by an unfinished attempt of this run", instance.sop_instance_uid)
+                self.store.delete_instance(instance.sop_instance_uid)
 
     def record_run(self, run, *, actor: str) -> int | None:  # type: ignore[no-untyped-def]
         """Keep the run's report and every cell for review; None when the slide has no case (no order)."""
@@ -338,12 +407,13 @@ class Workflow:
             status=ResultStatus.CORRECTED if correcting else ResultStatus.FINAL,
             actor=actor,
         )
-        if outbox is not None:
-            with Session(self.engine) as session, session.begin():
-                stored = session.get(Report, report_id)
-                if stored is not None:
-                    stored.outbox_id = outbox
-                    session.add(stored)
+        with Session(self.engine) as session, session.begin():
+            stored = session.get(Report, report_id)
+            if stored is not None and outbox is not None:
+                stored.outbox_id = outbox
+                session.add(stored)
+            if stored is not None:
+                set_slide_stage(session, SlideStage.SIGNED, case_id=stored.case_id, outbox_id=outbox)
         return Signed(accession_number, status, sr_uid, predecessor_uid, outbox, differential)
 
     def reopen(self, accession_number: str, *, actor: str, reason: str = "") -> None:
@@ -399,6 +469,7 @@ class Workflow:
     def _start_review(session: Session, case: Case) -> None:
         if case.status == CaseStatus.PRELIMINARY.value:
             case.status = CaseStatus.IN_REVIEW.value
+            set_slide_stage(session, SlideStage.IN_REVIEW, case_id=case.id)
         case.updated_at = datetime.now(UTC)
         session.add(case)
 
