@@ -161,7 +161,7 @@ def test_watch_folder_takes_complete_exports_in_either_order(pipeline, exports, 
     assert stage(pipeline.engine, a_barcode) == SlideStage.SCANNED
 
     # an unordered scan waits, visibly, and is queued when its order arrives
-    shutil.copytree(exports["b"][0], watch.root / "slide-b")
+    shutil.copytree(b_src, watch.root / "slide-b")
     orphan = watch.root / "orphan"
     make_export(orphan, 33, fovs=1)
     for now in (200.0, 206.0):
