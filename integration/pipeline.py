@@ -31,6 +31,7 @@ from sqlmodel import Session, col, select
 
 from dicom_store import Store
 from integration.cases import Case, CaseStatus, Slide, SlideStage, audit, set_slide_stage, utcnow
+from integration.failpoints import pause
 from integration.jobs import Job, Jobs, JobState, PermanentError, Step, this_process
 from integration.settings import Settings
 
@@ -224,6 +225,7 @@ class Pipeline:
             )  # fmt: skip
         except (MetaferExportError, ScanImportError) as exc:
             raise PermanentError(str(exc)) from exc
+        pause("import.stored")
         with Session(self.engine) as session, session.begin():
             mine = Jobs.still_ours(session, job.id, self.owner)  # type: ignore[arg-type]
             if mine is None:
@@ -245,6 +247,7 @@ class Pipeline:
         run = Workflow(self.engine, self.store, self.settings).analyse(
             job.study_instance_uid, self.models(), actor=f"job:{job.id}", run_key=job.key
         )
+        pause("analyse.stored")
         with Session(self.engine) as session, session.begin():
             mine = Jobs.still_ours(session, job.id, self.owner)  # type: ignore[arg-type]
             if mine is None:

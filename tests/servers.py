@@ -63,10 +63,12 @@ def marrowlink_server(
     env: dict[str, str] | None = None,
     ae_title: str = "MARROWLINK",
     database_url: str | None = None,
+    args: list[str] | None = None,
+    log_name: str | None = None,
 ) -> Iterator[RunningServer]:
     """Start `marrowlink serve` on free ports; stop it with SIGINT (Ctrl-C) and check it exits cleanly."""
     http_port, dicom_port, mllp_port = free_port(), free_port(), free_port()
-    log_path = data_dir.parent / f"serve-{http_port}.log"
+    log_path = data_dir.parent / (log_name or f"serve-{http_port}.log")
     environment = {**os.environ, "MARROWLINK_AE_TITLE": ae_title, **(env or {})}
     environment.pop("MARROWLINK_CONFIG", None)
     if database_url:
@@ -87,6 +89,7 @@ def marrowlink_server(
                 str(dicom_port),
                 "--mllp-port",
                 str(mllp_port),
+                *(args or []),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
