@@ -20,7 +20,7 @@ from api.gateway import Gateway, HttpMetrics
 from api.metrics import Registries
 from api.notice import RESEARCH_NOTICE
 from api.review import ReviewService
-from api.routers import health, home, pages, session
+from api.routers import health, home, jobs, pages, session
 from api.routers import review as review_routes
 from dicom_store.dicomweb import DicomWebApp, cors, dicomweb_app, internal_error_response
 from dicom_store.models import Instance
@@ -40,7 +40,7 @@ class MarrowlinkApp(Gateway):
 def create_app(store: Store, config: ApiConfig | None = None, review: ReviewService | None = None) -> MarrowlinkApp:
     """The whole HTTP application; `review` is the workflow (integration hands it in), None for an archive only."""
     config = config or ApiConfig()
-    registries = Registries(_instance_count(store))
+    registries = Registries(_instance_count(store), pipeline=review.pipeline_status if review is not None else None)
     auth = TokenAuth(config, sessions=review.session if review is not None else None)
     dicomweb = dicomweb_app(
         store,
@@ -65,6 +65,7 @@ def create_app(store: Store, config: ApiConfig | None = None, review: ReviewServ
     fastapi_app.include_router(health.router)
     fastapi_app.include_router(session.router)
     fastapi_app.include_router(review_routes.router)
+    fastapi_app.include_router(jobs.router)
     fastapi_app.include_router(pages.router)
     fastapi_app.mount("/static", StaticFiles(directory=STATIC), name="static")
 

@@ -28,9 +28,11 @@ import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from api.review import PipelineStatus
 
 log = logging.getLogger(__name__)
 
@@ -130,11 +132,47 @@ class _IndexInstances:
         return [GaugeMetricFamily("marrowlink_index_instances", "Instances in the index")]
 
 
+class _Pipeline:
+    """The pipeline's jobs by step and state, the broker's queue and step durations, read from the shared
+    database (and broker) at scrape time, so any process answers with the same numbers."""
+
+    def __init__(self, status: Callable[[], PipelineStatus]) -> None:
+        self._status = status
+
+    def collect(self) -> Iterator[Metric]:
+        try:
+            status = self._status()
+        except Exception:  # an unreachable database shows in /readyz; the scrape still answers
+            log.warning("pipeline metrics unavailable", exc_info=True)
+            return
+        jobs = GaugeMetricFamily("marrowlink_jobs", "Pipeline jobs by step and state", labels=["step", "state"])
+        for (step, state), count in sorted(status.jobs.items()):
+            jobs.add_metric([step, state], count)
+        yield jobs
+        queued = sum(n for (_, state), n in status.jobs.items() if state == "queued")
+        yield GaugeMetricFamily("marrowlink_jobs_queue_depth", "Jobs queued and not yet running", value=queued)
+        if status.broker_messages is not None:
+            yield GaugeMetricFamily(
+                "marrowlink_broker_queue_messages", "Job messages waiting in the broker", value=status.broker_messages
+            )
+        durations = SummaryMetricFamily(
+            "marrowlink_job_seconds", "Seconds each finished job's step took", labels=["step"]
+        )
+        for step, (count, total) in sorted(status.durations.items()):
+            durations.add_metric([step], count_value=count, sum_value=total)
+        yield durations
+
+    def describe(self) -> list[Metric]:
+        return []
+
+
 class Registries:
     """``local``: where this process creates its metrics (the api's and DICOMweb's); ``served``: what
     ``/metrics`` exposes (the same registry in one process; every process's files in multiprocess mode)."""
 
-    def __init__(self, index_instances: Callable[[], float]) -> None:
+    def __init__(
+        self, index_instances: Callable[[], float], *, pipeline: Callable[[], PipelineStatus] | None = None
+    ) -> None:
         self.local = _LocalRegistry()
         directory = multiprocess_dir()
         if directory is None:
@@ -147,6 +185,8 @@ class Registries:
             threading.Thread(target=publisher.run_forever, name="metrics-publish", daemon=True).start()
             atexit.register(publisher.publish)  # what a stopping worker counted since the last copy
         self.served.register(_IndexInstances(index_instances))
+        if pipeline is not None:
+            self.served.register(_Pipeline(pipeline))
         # one per live process: summed over the live ones ("livesum"); a dead worker's file is removed
         # by the service (multiprocess.mark_process_dead)
         processes = Gauge(

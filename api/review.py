@@ -68,3 +68,30 @@ class ReviewService(Protocol):
     def sign(self, accession: str, signer: Person, *, actor: str) -> dict[str, Any]: ...
 
     def reopen(self, accession: str, *, reason: str, actor: str) -> dict[str, Any]: ...
+
+    # ---- the pipeline -------------------------------------------------------------------------------
+    def jobs(self, *, state: str | None, limit: int) -> list[dict[str, Any]]:
+        """Import and analysis jobs, newest first, with their state, attempts and reason."""
+
+    def slides(self, *, limit: int) -> list[dict[str, Any]]:
+        """Ordered slides and their pipeline stage."""
+
+    def retry_job(self, job_id: int, *, actor: str) -> dict[str, Any]: ...
+
+    def cancel_job(self, job_id: int, *, actor: str) -> dict[str, Any]: ...
+
+    def pipeline_status(self) -> PipelineStatus:
+        """Counts for /metrics, read when scraped (every process sees the same database)."""
+
+    def readiness(self) -> dict[str, str]:
+        """Checks beyond the index and blob store that /readyz adds ("ok" or "error: …"): the broker."""
+
+
+@dataclass(frozen=True)
+class PipelineStatus:
+    """jobs: (step, state) → count; durations: step → (finished jobs, seconds in all); queued messages in
+    the broker (None without one, or when it does not answer)."""
+
+    jobs: dict[tuple[str, str], int]
+    durations: dict[str, tuple[int, float]]
+    broker_messages: int | None = None

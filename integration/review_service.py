@@ -23,6 +23,7 @@ from ai.catalogue import UNIDENTIFIED
 from api.review import Person, ReviewError
 from dicom_store import Store
 from integration.cases import AuditLog, Case, CaseStatus, Patient, audit, case_slides, get_case
+from integration.pipeline_service import PipelineOperations
 from integration.review import (
     CellRow,
     Report,
@@ -50,8 +51,8 @@ def _iso(moment: datetime | None) -> str | None:
     return stored_utc(moment).isoformat()
 
 
-class ReviewAdapter:
-    """Implements api.review.ReviewService over the workflow, the accounts and the store."""
+class ReviewAdapter(PipelineOperations):
+    """Implements api.review.ReviewService over the workflow, the accounts, the store and the pipeline."""
 
     def __init__(self, engine: Engine, store: Store, settings: Settings) -> None:
         self.engine = engine

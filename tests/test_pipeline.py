@@ -226,3 +226,60 @@ def test_steps_are_idempotent_after_a_crash(pipeline, exports, tmp_path: Path) -
 
     assert len(Outbox(pipeline.engine).entries(limit=10)) == 1
     assert os.path.isdir(folder)
+
+
+# ---- the REST API, /metrics and /readyz ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("broker", [None, "amqp://guest:guest@127.0.0.1:5672//", "amqp://guest:guest@127.0.0.1:9//"])
+def test_jobs_over_http_metrics_and_readiness(tmp_path: Path, broker: str | None) -> None:
+    import httpx
+
+    from api import ApiConfig, create_app
+    from integration.database import open_index
+    from integration.review_service import ReviewAdapter
+    from tests.test_dicomweb_support import serve
+
+    settings = Settings(data_dir=tmp_path, broker_url=broker)
+    engine = open_index(settings.effective_database_url)
+    store = Store(engine, settings.blob_dir)
+    jobs = Jobs(engine)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        failed, _ = Jobs.ensure(session, Step.IMPORT, "VM9", folder="/nowhere")
+        waiting, _ = Jobs.ensure(session, Step.IMPORT, "VM10", state=JobState.WAITING.value, reason="no order yet")
+    jobs.claim(failed.id, "me:1")
+    jobs.fail(failed.id, "me:1", "import: the export has no overview image", permanent=True)
+    tokens = [
+        {"token": "viewer-token-0001", "user": "vic", "roles": ["viewer"]},
+        {"token": "tech-token-00001", "user": "tom", "roles": ["technologist"]},
+    ]
+    app = create_app(store, ApiConfig(tokens=tokens), ReviewAdapter(engine, store, settings))
+    viewer = {"Authorization": "Bearer viewer-token-0001"}
+    tech = {"Authorization": "Bearer tech-token-00001"}
+    with serve(app) as url:
+        listed = httpx.get(f"{url}/api/jobs", headers=viewer).json()
+        assert [(j["slide"], j["state"]) for j in listed] == [("VM10", "waiting"), ("VM9", "failed")]
+        assert listed[1]["reason"] == "import: the export has no overview image"
+        assert httpx.get(f"{url}/api/jobs?state=failed", headers=viewer).json()[0]["id"] == failed.id
+        assert httpx.get(f"{url}/api/jobs?state=lost", headers=viewer).status_code == 422
+        assert httpx.get(f"{url}/api/jobs").status_code == 401
+        assert httpx.post(f"{url}/api/jobs/{failed.id}/retry", headers=viewer).status_code == 403
+        retried = httpx.post(f"{url}/api/jobs/{failed.id}/retry", headers=tech)
+        assert retried.status_code == 200 and retried.json()["state"] == "queued"
+        assert httpx.post(f"{url}/api/jobs/{failed.id}/retry", headers=tech).status_code == 409
+        assert httpx.post(f"{url}/api/jobs/999/cancel", headers=tech).status_code == 404
+        assert httpx.post(f"{url}/api/jobs/{waiting.id}/cancel", headers=tech).json()["state"] == "cancelled"
+
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'marrowlink_jobs{state="queued",step="import"} 1.0' in metrics
+        assert 'marrowlink_jobs{state="cancelled",step="import"} 1.0' in metrics
+        assert "marrowlink_jobs_queue_depth 1.0" in metrics
+        ready = httpx.get(f"{url}/readyz", timeout=30)
+        if broker is None:
+            assert ready.status_code == 200 and "broker" not in ready.json()
+        elif ":5672" in broker:
+            assert ready.status_code == 200 and ready.json()["broker"] == "ok"
+            assert "marrowlink_broker_queue_messages" in metrics
+        else:  # nothing listens there: not ready, and it says why
+            assert ready.status_code == 503 and ready.json()["broker"].startswith("error:")
+    engine.dispose()

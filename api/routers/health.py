@@ -17,6 +17,8 @@ router = APIRouter(tags=["operations"])
 class Readiness(BaseModel):
     database: str
     blob_store: str
+    #: Present when jobs go through a broker (scale-out).
+    broker: str | None = None
 
 
 @router.get("/healthz", response_class=PlainTextResponse)
@@ -27,7 +29,8 @@ def healthz() -> str:
 
 @router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
 def readyz(request: Request) -> Response:
-    """Readiness: the index answers a query and the blob store accepts a file (write, fsync, delete)."""
+    """Readiness: the index answers a query, the blob store accepts a file (write, fsync, delete) and, with
+    scale-out, the broker answers."""
     store = request.app.state.store
     database = blob_store = "ok"
     try:
@@ -48,8 +51,15 @@ def readyz(request: Request) -> Response:
             os.unlink(probe)
         except OSError:
             pass
-    ready = database == "ok" and blob_store == "ok"
-    body = Readiness(database=database, blob_store=blob_store).model_dump()
+    extra: dict[str, str] = {}
+    review = getattr(request.app.state, "review", None)
+    if review is not None:
+        try:
+            extra = review.readiness()
+        except Exception as exc:
+            extra = {"broker": f"error: {type(exc).__name__}: {exc}"[:300]}
+    ready = database == "ok" and blob_store == "ok" and all(v == "ok" for v in extra.values())
+    body = Readiness(database=database, blob_store=blob_store, **extra).model_dump(exclude_none=True)
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
