@@ -173,3 +173,33 @@ def _sr_reports(store) -> list[dict]:  # type: ignore[no-untyped-def,type-arg]
         report = read_differential_report(full)
         out.append({**report, "VerificationFlag": full.VerificationFlag})
     return out
+
+
+def test_a_failed_job_is_retried_from_the_worklist(served, browser) -> None:  # type: ignore[no-untyped-def]  # noqa: F811
+    from sqlmodel import Session
+
+    from integration.jobs import Jobs, Step
+
+    url, _store, engine = served
+    jobs = Jobs(engine)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        job, _ = Jobs.ensure(session, Step.IMPORT, "VM-BROKEN", folder="/scans/processing/broken")
+    jobs.claim(job.id, "test:1")
+    jobs.fail(job.id, "test:1", "import: the export has no overview image", permanent=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(f"{url}/login")
+    page.fill("input[name=login]", "tech")
+    page.fill("input[name=password]", "tech-pass-1")
+    page.click("button[type=submit]")
+    row = page.locator(f"#jobs tbody tr[data-job='{job.id}']")
+    row.wait_for()
+    assert row.locator(".state").inner_text() == "failed"
+    assert "no overview image" in row.inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SHOTS / "6-worklist-pipeline.png", full_page=True)
+    row.get_by_role("button", name="Retry").click()
+    page.wait_for_function(
+        f"document.querySelector(\"#jobs tr[data-job='{job.id}'] .state\")?.textContent === 'queued'"
+    )
+    assert "is queued" in page.locator("#messages").inner_text()
+    assert jobs.get(job.id).state == "queued"

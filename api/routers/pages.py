@@ -80,7 +80,11 @@ def worklist_page(request: Request) -> Response:
 <label>State <select id="state"><option value="">open and closed</option><option>preliminary</option>
 <option>in_review</option><option>correcting</option><option>final</option><option>corrected</option></select></label>
 <table id="worklist"><thead><tr><th>Accession</th><th>Patient</th><th>State</th><th>Critical cells</th>
-<th>Ordered</th></tr></thead><tbody></tbody></table>"""
+<th>Ordered</th></tr></thead><tbody></tbody></table>
+<h2>Pipeline</h2><div id="messages" aria-live="polite"></div>
+<p>Scans and analyses that wait, run or failed; a failed one can be run again.</p>
+<table id="jobs"><thead><tr><th>Job</th><th>Step</th><th>Slide</th><th>State</th><th>Tries</th><th>Why</th>
+<th></th></tr></thead><tbody></tbody></table>"""
     return _page("Worklist", user, body, "worklist.js", {})
 
 
