@@ -103,21 +103,13 @@ def broker_status(app: Celery) -> tuple[str, int | None]:
         return f"error: {type(exc).__name__}: {exc}"[:300], None
 
 
-def run_worker(settings: Settings, *, name: str | None = None, loglevel: str = "INFO") -> None:
-    """`marrowlink worker`: load the models, then take jobs from the broker until stopped."""
+def run_worker(app: Celery, pipeline: Pipeline, *, name: str | None = None, loglevel: str = "INFO") -> None:
+    """`marrowlink worker`: with the pipeline built (and its models loaded), take jobs until stopped."""
     global _worker_pipeline
-    from integration.pipeline import Pipeline
-    from integration.service import build_components, configure_logging
-
-    configure_logging()
-    components = build_components(settings, migrate=True)
-    app = celery_app(settings)
-    pipeline = Pipeline(components.engine, components.store, settings)
     pipeline.dispatch = Publisher(app, pipeline.jobs)
-    pipeline.models()
     _worker_pipeline = pipeline
     log.info("worker %s ready on %s (research use only, not for clinical diagnosis)", pipeline.owner,
-             _redacted(settings.broker_url or ""))  # fmt: skip
+             _redacted(str(app.conf.broker_url or "")))  # fmt: skip
     app.worker_main(
         [
             "worker",

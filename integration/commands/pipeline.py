@@ -65,7 +65,6 @@ def worker_command(
     name: Annotated[str | None, typer.Option(help="Celery node name (default marrowlink-PID@HOST).")] = None,
 ) -> None:
     """A Celery worker for import and analysis jobs (needs MARROWLINK_BROKER and a shared DATABASE_URL and data dir)."""
-    from integration.broker import run_worker
     from integration.settings import load_settings
 
     settings = load_settings(data_dir=data)
@@ -77,7 +76,15 @@ def worker_command(
         typer.secho("marrowlink worker needs the shared index: set DATABASE_URL (postgresql+psycopg://…)",
                     fg=typer.colors.RED, err=True)  # fmt: skip
         raise typer.Exit(2)
-    run_worker(settings, name=name)
+    from integration.broker import celery_app, run_worker
+    from integration.pipeline import Pipeline
+    from integration.service import build_components, configure_logging
+
+    configure_logging()
+    components = build_components(settings)  # migrates; workers and serve take turns (advisory lock)
+    pipeline = Pipeline(components.engine, components.store, settings)
+    pipeline.models()  # loaded once, before the first job
+    run_worker(celery_app(settings), pipeline, name=name)
 
 
 def _jobs(data: Path | None):  # type: ignore[no-untyped-def]
