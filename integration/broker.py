@@ -114,6 +114,7 @@ def run_worker(app: Celery, pipeline: Pipeline, *, name: str | None = None, logl
         [
             "worker",
             "--pool=solo",
+            "--concurrency=1",  # with the prefetch of 1: a worker holds only the message of the job it runs
             f"--loglevel={loglevel}",
             "-Q",
             QUEUE,

@@ -37,6 +37,10 @@ from integration.settings import Settings
 
 log = logging.getLogger("marrowlink.pipeline")
 
+#: A job handed to the broker this recently is not handed again, even when the queue looks empty (the
+#: message may be on its way to a worker).
+REDISPATCH_GRACE_S = 10.0
+
 #: Slide stages whose result message is waiting for the LIS's ACK, and the stage the ACK moves them to.
 AWAITING_ACK = (SlideStage.PRELIMINARY.value, SlideStage.SIGNED.value)
 
@@ -143,6 +147,9 @@ class Pipeline:
         """Claim and run one job; its state afterwards, or None when it was not ours to run."""
         job = self.jobs.claim(job_id, self.owner)
         if job is None:
+            held = self.jobs.get(job_id)
+            log.info("job %s not run here: %s", job_id,
+                     f"{held.state}{' by ' + held.owner if held.owner else ''}" if held else "no such job")  # fmt: skip
             return None
         log.info("job %s (%s %s) started, attempt %d of %d", job.id, job.step, job.barcode, job.attempts,
                  job.max_attempts)  # fmt: skip
@@ -282,16 +289,27 @@ class Pipeline:
                 moved += 1
         return moved
 
-    def redispatch(self, *, stale_after_s: float = 600.0) -> list[int]:
+    def redispatch(self, *, broker_empty: Callable[[], bool] | None = None, stale_after_s: float = 600.0) -> list[int]:
         """Scale-out: hand the broker the due jobs it does not hold (never sent, retried after a back-off,
-        or abandoned by a worker that died); a job sent twice is claimed once."""
+        or abandoned by a worker that died); a job sent twice is claimed once.
+
+        A queued job sent earlier is sent again when the broker's queue is empty (`broker_empty()`, asked
+        only then: its message was lost, e.g. with a broker restart; a worker holds only the message of the
+        job it runs), else after `stale_after_s`.
+        """
         now = utcnow()
         ids = []
+        empty: bool | None = None
         for job in self.jobs.due(now, limit=100):
             sent = job.dispatched_at
             if sent is not None and sent.tzinfo is None:
                 sent = sent.replace(tzinfo=now.tzinfo)
-            wait = self.jobs.lease_s if job.state == JobState.RUNNING.value else stale_after_s
+            if job.state == JobState.RUNNING.value:
+                wait = self.jobs.lease_s
+            else:
+                if empty is None and sent is not None and now - sent > timedelta(seconds=REDISPATCH_GRACE_S):
+                    empty = bool(broker_empty and broker_empty())
+                wait = REDISPATCH_GRACE_S if empty else stale_after_s
             if sent is None or now - sent > timedelta(seconds=wait):
                 ids.append(job.id)
         if ids:

@@ -93,7 +93,7 @@ class Scheduler(_Loop):
         pipeline: Pipeline,
         *,
         watch: object | None = None,
-        redispatch: bool = False,
+        redispatch: Callable[[], bool] | None = None,
         interval: float = 2.0,
         on_tick: Callable[[], None] | None = None,
     ) -> None:
@@ -113,8 +113,8 @@ class Scheduler(_Loop):
             self.watch.tick()  # type: ignore[attr-defined]
         self.pipeline.match_waiting()
         self.pipeline.track_results()
-        if self.redispatch:
-            self.pipeline.redispatch()
+        if self.redispatch is not None:
+            self.pipeline.redispatch(broker_empty=self.redispatch)
         if self.on_tick is not None:
             self.on_tick()
         return False
@@ -141,10 +141,15 @@ def start_pipeline(
     """The scheduler (and the watch folder), and with no broker the job pool (`run_jobs`)."""
     pipeline = Pipeline(engine, store, settings)
     pool = None
+    broker_empty = None
     if settings.broker_url:
-        from integration.broker import Publisher, celery_app
+        from integration.broker import Publisher, broker_status, celery_app
 
-        pipeline.dispatch = Publisher(celery_app(settings), pipeline.jobs)
+        app = celery_app(settings)
+        pipeline.dispatch = Publisher(app, pipeline.jobs)
+
+        def broker_empty() -> bool:
+            return broker_status(app)[1] == 0
     elif run_jobs:
         pool = JobPool(pipeline, threads=settings.job_threads)
         pipeline.dispatch = lambda ids: pool.wake()  # type: ignore[union-attr]
@@ -153,9 +158,7 @@ def start_pipeline(
         from integration.watch import WatchFolder
 
         watcher = WatchFolder(watch, pipeline, settle_s=settings.watch_settle_s)
-    scheduler = Scheduler(
-        pipeline, watch=watcher, redispatch=bool(settings.broker_url), interval=settings.watch_interval_s
-    )
+    scheduler = Scheduler(pipeline, watch=watcher, redispatch=broker_empty, interval=settings.watch_interval_s)
     scheduler.start()
     if pool is not None:
         pool.start()
