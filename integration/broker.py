@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("marrowlink.broker")
 
-QUEUE = "marrowlink.jobs"
 TASK = "marrowlink.run_job"
 
 #: The pipeline of this worker process (built once, models loaded), used by the task.
@@ -49,7 +48,7 @@ def celery_app(settings: Settings) -> Celery:
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,
-        task_default_queue=QUEUE,
+        task_default_queue=settings.broker_queue,
         task_ignore_result=True,
         task_serializer="json",
         accept_content=["json"],
@@ -62,10 +61,10 @@ def celery_app(settings: Settings) -> Celery:
     )
 
     @app.task(name=TASK, ignore_result=True)
-    def run_job(job_id: int) -> str | None:
+    def run_job(job_id: int, key: str | None = None) -> str | None:
         if _worker_pipeline is None:  # pragma: no cover - a task outside `marrowlink worker`
             raise RuntimeError("marrowlink jobs run in `marrowlink worker` processes")
-        return _worker_pipeline.run(int(job_id))
+        return _worker_pipeline.run(int(job_id), key=key)
 
     return app
 
@@ -79,9 +78,11 @@ class Publisher:
 
     def __call__(self, job_ids: Iterable[int]) -> None:
         sent = []
-        for job_id in job_ids:
+        keys = self.jobs.keys(job_ids)
+        for job_id, key in keys.items():
             try:
-                self.app.send_task(TASK, args=[int(job_id)], queue=QUEUE, retry=False)
+                # the key travels too: a worker refuses an id whose row in its database is another job
+                self.app.send_task(TASK, args=[job_id, key], queue=self.app.conf.task_default_queue, retry=False)
             except Exception as exc:  # the broker is away: the scheduler sends it again later
                 log.warning("job %s not handed to the broker: %s", job_id, exc)
                 break
@@ -95,7 +96,7 @@ def broker_status(app: Celery) -> tuple[str, int | None]:
         with app.connection_for_read() as connection:
             connection.ensure_connection(max_retries=1, timeout=3)
             channel = connection.default_channel
-            _, messages, _ = channel.queue_declare(QUEUE, passive=True)
+            _, messages, _ = channel.queue_declare(app.conf.task_default_queue, passive=True)
             return "ok", int(messages)
     except Exception as exc:
         if "NOT_FOUND" in str(exc) or "404" in str(exc):
@@ -117,7 +118,7 @@ def run_worker(app: Celery, pipeline: Pipeline, *, name: str | None = None, logl
             "--concurrency=1",  # with the prefetch of 1: a worker holds only the message of the job it runs
             f"--loglevel={loglevel}",
             "-Q",
-            QUEUE,
+            str(app.conf.task_default_queue),
             "-n",
             name or f"marrowlink-{os.getpid()}@%h",
             "--without-gossip",

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import Column, Engine, Text, UniqueConstraint, and_, func, or_, update
+from sqlalchemy import Column, Engine, Text, UniqueConstraint, and_, case, func, or_, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
@@ -156,6 +156,15 @@ class Jobs:
         with Session(self.engine, expire_on_commit=False) as session:
             return list(session.exec(query).all())
 
+    def keys(self, job_ids: Iterable[int]) -> dict[int, str]:
+        """id → key of the given jobs, in the order given (unknown ids left out)."""
+        ids = [int(i) for i in job_ids]
+        if not ids:
+            return {}
+        with Session(self.engine) as session:
+            found = dict(session.exec(select(Job.id, Job.key).where(col(Job.id).in_(ids))).all())
+        return {i: found[i] for i in ids if i in found}
+
     def due(self, now: datetime | None = None, *, limit: int = 20) -> list[Job]:
         """Jobs a runner may claim now: queued and due, or running with a lapsed lease or a runner that is gone."""
         now = now or utcnow()
@@ -167,7 +176,8 @@ class Jobs:
                     Job.state == JobState.RUNNING.value,
                 )
             )
-            .order_by(col(Job.not_before), col(Job.id))
+            # a slide's analysis before the next slide's import: each result arrives as early as it can
+            .order_by(case((Job.step == Step.ANALYSE.value, 0), else_=1), col(Job.not_before), col(Job.id))
             .limit(limit * 4)
         )
         with Session(self.engine, expire_on_commit=False) as session:

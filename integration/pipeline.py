@@ -79,12 +79,17 @@ class Pipeline:
     def models(self) -> object:
         with self._models_lock:
             if self._models is None:
+                from ai.models import ModelError
                 from integration.analysis import AnalysisModels
 
                 settings = self.settings
-                self._models = AnalysisModels.load(
-                    settings.model_dir("seg"), settings.model_dir("cls"), settings.model_dir("aoi")
-                )
+                try:
+                    self._models = AnalysisModels.load(
+                        settings.model_dir("seg"), settings.model_dir("cls"), settings.model_dir("aoi")
+                    )
+                except ModelError as exc:  # a setting to fix, not a moment to wait out: no retries
+                    raise PermanentError(f"the models cannot be loaded ({exc}); fix MARROWLINK_MODELS_DIR, "
+                                         "then retry the job") from exc  # fmt: skip
                 log.info("models loaded (%s)", self._models.algorithm_version)  # type: ignore[attr-defined]
             return self._models
 
@@ -143,8 +148,16 @@ class Pipeline:
 
     # ---- running a job ------------------------------------------------------------------------------------
 
-    def run(self, job_id: int) -> str | None:
-        """Claim and run one job; its state afterwards, or None when it was not ours to run."""
+    def run(self, job_id: int, *, key: str | None = None) -> str | None:
+        """Claim and run one job; its state afterwards, or None when it was not ours to run.
+
+        `key`, when the id came from a broker: the job it names; an id whose row is another job (a message
+        meant for another marrowlink on the same broker queue) is refused.
+        """
+        if key is not None and self.jobs.keys([job_id]).get(job_id) != key:
+            log.error("job id %s from the broker names %s, which is not a job of this database: ignored (does "
+                      "another marrowlink use broker queue %r?)", job_id, key, self.settings.broker_queue)  # fmt: skip
+            return None
         job = self.jobs.claim(job_id, self.owner)
         if job is None:
             held = self.jobs.get(job_id)

@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     #: Celery broker (amqp://… for RabbitMQ, redis://… for Redis): import and analysis jobs go to
     #: `marrowlink worker` processes. None: they run in a pool inside `serve` (docs/deployment.md).
     broker_url: str | None = Field(default=None, validation_alias=AliasChoices("MARROWLINK_BROKER", "broker_url"))
+    #: The broker queue the jobs go through: sites (or test and production) sharing one broker each need
+    #: their own, or one's workers would take the other's job ids.
+    broker_queue: str = Field(default="marrowlink.jobs", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")
     #: Jobs `serve` runs at once without a broker (each analysis already uses every core).
     job_threads: int = Field(default=1, ge=1, le=32)
     #: How long a job's claim holds without renewal: a runner that died gives its job up after this.

@@ -283,3 +283,21 @@ def test_jobs_over_http_metrics_and_readiness(tmp_path: Path, broker: str | None
         else:  # nothing listens there: not ready, and it says why
             assert ready.status_code == 503 and ready.json()["broker"].startswith("error:")
     engine.dispose()
+
+
+def test_a_broker_message_for_another_database_and_missing_models_are_refused(tmp_path: Path) -> None:
+    from integration.database import open_index
+
+    settings = Settings(data_dir=tmp_path, models_dir=tmp_path / "no-models")
+    engine = open_index(settings.effective_database_url)
+    pipeline = Pipeline(engine, Store(engine, settings.blob_dir), settings)
+    with Session(engine, expire_on_commit=False) as session, session.begin():
+        job, _ = Jobs.ensure(session, Step.ANALYSE, "VM77", study_instance_uid="1.2.3")
+    # job ids repeat across databases: a message naming another job under this id is not run
+    assert pipeline.run(job.id, key="analyse:VM-OF-ANOTHER-SITE") is None
+    assert pipeline.jobs.get(job.id).state == JobState.QUEUED
+    # models that cannot load are a setting to fix, not a moment to wait out: failed at once, saying what to do
+    assert pipeline.run(job.id, key="analyse:VM77") == JobState.FAILED
+    failed = pipeline.jobs.get(job.id)
+    assert failed.attempts == 1 and "MARROWLINK_MODELS_DIR" in failed.reason
+    engine.dispose()

@@ -5,12 +5,14 @@ scaled-out layout, and processes killed with SIGKILL in the middle of their work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -21,8 +23,11 @@ from sqlmodel import Session, select
 
 from dicom_store import Store
 from hl7.mllp import send_message
-from integration.cases import Slide, SlideStage
+from integration.cases import Slide, SlideStage, get_case
 from integration.jobs import Job, JobState, Step
+from integration.review import latest_report, run_cells
+from integration.settings import Settings
+from integration.workflow import Signer, Workflow
 from tests.conftest import free_port
 from tests.lis_peer import Hl7apyLis
 from tests.servers import marrowlink_server
@@ -121,6 +126,25 @@ def test_serve_watch_runs_the_pipeline_unattended(tmp_path: Path, exports, tiny_
         assert sorted(p.name for p in (watch / "done").iterdir()) == sorted(f.name for f, _ in slides)
         assert len(lis.received) == 2 and lis.log.invalid == []
         check_stored_once(engine, data, slides)
+
+        # people take over: a review moves the slide to in_review, the sign-off to signed, the LIS's ACK of
+        # the ORU F to final_sent (the running service sends it and notices the ACK)
+        barcode = slides[0][1]
+        accession = f"ACC0{barcode[-4:]}"
+        workflow = Workflow(
+            engine, Store(engine, data / "blobs"), Settings(data_dir=data, lis_destination=f"127.0.0.1:{lis_port}")
+        )
+        with Session(engine) as session:
+            run = latest_report(session, get_case(session, accession).id)
+            cells = [c.id for c in run_cells(session, run.id) if c.current_class is None]
+        workflow.reclassify(cells[0], "LYT", actor="user:tech")
+        assert stages(engine)[barcode] == SlideStage.IN_REVIEW
+        for cell in cells[1:]:
+            workflow.delete_cell(cell, actor="user:tech")
+        workflow.sign(accession, Signer("ppath", "Pathologist^Paula", "Lab"), actor="user:ppath")
+        assert stages(engine)[barcode] == SlideStage.SIGNED
+        wait_until(lambda: stages(engine)[barcode] == SlideStage.FINAL_SENT, 60, "the ORU F acknowledged", server.log)
+        assert len(lis.received) == 3
         engine.dispose()
     log = server.log()
     assert "pipeline: 1 job thread(s) in this process; watching" in log
@@ -202,19 +226,14 @@ def workers(count: int, env: dict[str, str], data: Path, logs: Path) -> Iterator
                 process.wait()
 
 
-def _purge(broker: str) -> None:
-    """Leftover messages of an earlier run name jobs of a database that no longer exists."""
+def _drop_queue(broker: str, queue: str) -> None:
     from celery import Celery
-
-    from integration.broker import QUEUE
 
     app = Celery(broker=broker, set_as_current=False)
     with app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=2)
-        try:
-            connection.default_channel.queue_purge(QUEUE)
-        except Exception:  # no such queue yet
-            pass
+        with contextlib.suppress(Exception):  # Redis removes an empty list by itself
+            connection.default_channel.queue_delete(queue)
 
 
 @pytest.mark.postgres
@@ -222,7 +241,7 @@ def _purge(broker: str) -> None:
 def test_workers_share_the_work_and_survive_a_killed_worker(  # type: ignore[no-untyped-def]
     broker: str, postgres_url: str, tmp_path: Path, exports, tiny_models
 ) -> None:
-    _purge(broker)
+    queue = f"marrowlink.test.{uuid.uuid4().hex[:12]}"  # its own queue: other runs on this broker stay apart
     watch, data = tmp_path / "watch", tmp_path / "data"
     watch.mkdir()
     data.mkdir()
@@ -230,7 +249,7 @@ def test_workers_share_the_work_and_survive_a_killed_worker(  # type: ignore[no-
     # a short lease, so that Redis (which gives a killed worker's message back only after an hour) hands
     # the job on through serve's scheduler within seconds
     env = pipeline_env(tiny_models, lis_port, MARROWLINK_BROKER=broker, DATABASE_URL=postgres_url,
-                       MARROWLINK_JOB_LEASE_S="8")  # fmt: skip
+                       MARROWLINK_JOB_LEASE_S="8", MARROWLINK_BROKER_QUEUE=queue)  # fmt: skip
     engine = create_engine(postgres_url)
     with Hl7apyLis(lis_port) as lis, marrowlink_server(
         data, env=env, database_url=postgres_url, args=["--watch", str(watch)]
@@ -264,3 +283,4 @@ def test_workers_share_the_work_and_survive_a_killed_worker(  # type: ignore[no-
         assert max(j.attempts for j in analyses) == 2  # the killed one ran again, elsewhere
         assert "Celery workers via" in server.log()
     engine.dispose()
+    _drop_queue(broker, queue)

@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-bench = typer.Typer(help="Benchmarks (JSON): wsi, store, ai, mllp. Peers run in the same process tree.")
+bench = typer.Typer(help="Benchmarks (JSON): wsi, store, ai, mllp, pipeline. Peers run in the same process tree.")
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON (default: readable).")]
 
@@ -106,6 +106,43 @@ def bench_mllp(
     else:
         for key, value in result.items():
             typer.echo(f"{key:>20}: {value}")
+
+
+@bench.command("pipeline")
+def bench_pipeline(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    slides: Annotated[int, typer.Option(help="Slides dropped at once per layout.", min=1)] = 3,
+    fovs: Annotated[int, typer.Option(help="FOVs per slide (the scanner pace assumes 50).", min=1)] = 50,
+    layouts: Annotated[str, typer.Option(help="Layouts, comma-separated: embedded, celery1, celery2.")] = (
+        "embedded,celery1,celery2"
+    ),
+    broker: Annotated[str, typer.Option(help="Celery broker of the celery layouts.")] = (
+        "amqp://guest:guest@127.0.0.1:5672//"
+    ),
+    database_url: Annotated[
+        str,
+        typer.Option(
+            help="PostgreSQL admin URL for the celery layouts: a throw-away database mlbench_<hex> is created "
+            "on its server for each and dropped afterwards."
+        ),
+    ] = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres",
+    models_dir: Annotated[
+        Path | None, typer.Option(help="Models folder (seg/, cls/, aoi/) as MARROWLINK_MODELS_DIR; default: shipped.")
+    ] = None,
+) -> None:
+    """Slides per hour end to end (drop → import → analysis → ORU acknowledged by a LIS) in each layout:
+    `serve` alone on SQLite, and `serve` with 1 or 2 Celery workers on PostgreSQL; where the time goes per
+    step. Progress goes to stderr."""
+    from integration.bench.pipeline import run_bench
+
+    names = tuple(name.strip() for name in layouts.split(",") if name.strip())
+    try:
+        result = run_bench(
+            slides=slides, fovs=fovs, layouts=names, broker=broker, database_url=database_url, models_dir=models_dir
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    _emit(result, as_json)
 
 
 def register(app: typer.Typer) -> None:
