@@ -179,6 +179,11 @@ def stored_utc(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
+def stored_iso(moment: datetime | None) -> str | None:
+    """A stored instant as ISO 8601 with its UTC offset, for JSON answers (None stays None)."""
+    return stored_utc(moment).isoformat() if moment is not None else None
+
+
 def _offset_text(moment: datetime) -> str:
     delta = moment.utcoffset() or timedelta(0)
     minutes = int(delta.total_seconds() // 60)

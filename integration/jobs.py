@@ -25,6 +25,7 @@ from sqlalchemy import Column, Engine, Text, UniqueConstraint, and_, case, func,
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Field, Session, SQLModel, col, select
 
+from acquisition.timestamps import stored_iso, stored_utc
 from integration.cases import utcnow
 
 
@@ -186,10 +187,7 @@ class Jobs:
 
     @staticmethod
     def _abandoned(job: Job, now: datetime) -> bool:
-        lease = job.lease_until
-        if lease is not None and lease.tzinfo is None:  # SQLite hands back naive UTC
-            lease = lease.replace(tzinfo=now.tzinfo)
-        return lease is None or lease < now or owner_is_gone(job.owner)
+        return job.lease_until is None or stored_utc(job.lease_until) < now or owner_is_gone(job.owner)
 
     def counts(self) -> dict[tuple[str, str], int]:
         """(step, state) → number of jobs."""
@@ -261,9 +259,7 @@ class Jobs:
     def finish(session: Session, job: Job, *, now: datetime | None = None) -> None:
         """Mark done in the caller's transaction (with the step's own writes and the next step's job)."""
         now = now or utcnow()
-        started = job.started_at
-        if started is not None and started.tzinfo is None:
-            started = started.replace(tzinfo=now.tzinfo)
+        started = stored_utc(job.started_at) if job.started_at is not None else None
         job.state, job.finished_at, job.updated_at, job.reason = JobState.DONE.value, now, now, ""
         job.lease_until = None
         job.seconds = (now - started).total_seconds() if started else None
@@ -333,15 +329,9 @@ def job_dict(job: Job) -> dict[str, object]:
         "folder": job.folder,
         "study": job.study_instance_uid,
         "owner": job.owner,
-        "not_before": _iso(job.not_before),
-        "created_at": _iso(job.created_at),
-        "started_at": _iso(job.started_at),
-        "finished_at": _iso(job.finished_at),
+        "not_before": stored_iso(job.not_before),
+        "created_at": stored_iso(job.created_at),
+        "started_at": stored_iso(job.started_at),
+        "finished_at": stored_iso(job.finished_at),
         "seconds": job.seconds,
     }
-
-
-def _iso(value: datetime | None) -> str | None:
-    from acquisition.timestamps import stored_utc
-
-    return stored_utc(value).isoformat() if value is not None else None

@@ -29,6 +29,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
+from acquisition.timestamps import stored_iso, stored_utc
 from dicom_store import Store
 from integration.cases import Case, CaseStatus, Slide, SlideStage, audit, set_slide_stage, utcnow
 from integration.failpoints import pause
@@ -314,9 +315,7 @@ class Pipeline:
         ids = []
         empty: bool | None = None
         for job in self.jobs.due(now, limit=100):
-            sent = job.dispatched_at
-            if sent is not None and sent.tzinfo is None:
-                sent = sent.replace(tzinfo=now.tzinfo)
+            sent = stored_utc(job.dispatched_at) if job.dispatched_at is not None else None
             if job.state == JobState.RUNNING.value:
                 wait = self.jobs.lease_s
             else:
@@ -332,8 +331,6 @@ class Pipeline:
 
 def slide_rows(engine: Engine, *, limit: int = 100) -> list[dict[str, object]]:
     """Slides with their stage, newest first (`marrowlink jobs list --slides`, `/api/slides`)."""
-    from acquisition.timestamps import stored_utc
-
     with Session(engine) as session:
         query = select(Slide, Case).join(Case, col(Case.id) == col(Slide.case_id)).order_by(col(Slide.id).desc())
         rows = session.exec(query.limit(limit)).all()
@@ -342,7 +339,7 @@ def slide_rows(engine: Engine, *, limit: int = 100) -> list[dict[str, object]]:
                 "slide": slide.barcode,
                 "accession": case.accession_number,
                 "stage": slide.stage,
-                "since": stored_utc(slide.stage_at or slide.created_at).isoformat(),
+                "since": stored_iso(slide.stage_at or slide.created_at),
                 "reason": slide.stage_reason,
                 "case_status": case.status,
             }

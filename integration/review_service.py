@@ -10,7 +10,6 @@ import io
 import json
 import threading
 from collections import OrderedDict
-from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -18,7 +17,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from acquisition import CELL_CLASSES, CRITICAL_CODES, NOT_CLASSED_CODES
-from acquisition.timestamps import stored_utc
+from acquisition.timestamps import stored_iso
 from ai.catalogue import UNIDENTIFIED
 from api.review import Person, ReviewError
 from dicom_store import Store
@@ -43,12 +42,6 @@ SLIDES_KEPT = 8
 #: Worklist order: cases with critical cells first, then the oldest; closed cases last.
 _CLOSED = (CaseStatus.FINAL.value, CaseStatus.CORRECTED.value, CaseStatus.CANCELLED.value)
 _NAMES = {c.code: c.name for c in CELL_CLASSES}
-
-
-def _iso(moment: datetime | None) -> str | None:
-    if moment is None:
-        return None
-    return stored_utc(moment).isoformat()
 
 
 class ReviewAdapter(PipelineOperations):
@@ -102,7 +95,7 @@ class ReviewAdapter(PipelineOperations):
                 run = latest_report(session, case.id, statuses=("preliminary",))  # type: ignore[arg-type]
                 critical = self._critical(session, run) if run is not None else {}
                 rows.append((case, critical, self._patient(session, case), self._held_by(session, case)))
-        rows.sort(key=lambda r: (r[0].status in _CLOSED, -sum(r[1].values()), _iso(r[0].created_at) or ""))
+        rows.sort(key=lambda r: (r[0].status in _CLOSED, -sum(r[1].values()), stored_iso(r[0].created_at) or ""))
         return [
             {
                 "accession": case.accession_number,
@@ -111,8 +104,8 @@ class ReviewAdapter(PipelineOperations):
                 "patient": patient,
                 "critical": {code: n for code, n in critical.items() if n},
                 "critical_total": sum(critical.values()),
-                "ordered_at": _iso(case.created_at),
-                "updated_at": _iso(case.updated_at),
+                "ordered_at": stored_iso(case.created_at),
+                "updated_at": stored_iso(case.updated_at),
                 "held_by": held_by,
                 "url": f"/review/cases/{case.accession_number}",
             }
@@ -135,12 +128,12 @@ class ReviewAdapter(PipelineOperations):
                 "priority": case.priority,
                 "patient": patient,
                 "slides": slides,
-                "collected_at": _iso(case.collected_at),
-                "ordered_at": _iso(case.created_at),
+                "collected_at": stored_iso(case.collected_at),
+                "ordered_at": stored_iso(case.created_at),
                 "research_use_only": True,
                 "reports": [_report_json(r) for r in reports],
                 "history": [
-                    {"at": _iso(e.at), "actor": e.actor, "action": e.action}
+                    {"at": stored_iso(e.at), "actor": e.actor, "action": e.action}
                     for e in session.exec(
                         select(AuditLog)
                         .where(AuditLog.entity == "case", AuditLog.entity_id == accession)
@@ -246,7 +239,7 @@ class ReviewAdapter(PipelineOperations):
             )
             entries = session.exec(query.order_by(col(AuditLog.id))).all()
             return [
-                {"at": _iso(e.at), "actor": e.actor, "action": e.action, "entity": e.entity,
+                {"at": stored_iso(e.at), "actor": e.actor, "action": e.action, "entity": e.entity,
                  "entity_id": e.entity_id, "details": json.loads(e.details)}
                 for e in entries
             ]  # fmt: skip
@@ -259,7 +252,7 @@ class ReviewAdapter(PipelineOperations):
             return [
                 {"id": r.id, "destination": r.destination, "control_id": r.control_id, "state": r.state,
                  "reference": r.reference, "attempts": r.attempts, "last_error": r.last_error,
-                 "created_at": _iso(r.created_at), "sent_at": _iso(r.sent_at)}
+                 "created_at": stored_iso(r.created_at), "sent_at": stored_iso(r.sent_at)}
                 for r in rows
             ]  # fmt: skip
 
@@ -398,7 +391,7 @@ def _report_json(report: Report) -> dict[str, Any]:
         "signed_by": report.signed_by,
         "predecessor": report.predecessor_sr_uid,
         "outbox_id": report.outbox_id,
-        "at": _iso(report.created_at),
+        "at": stored_iso(report.created_at),
     }
 
 
