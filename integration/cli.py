@@ -74,6 +74,9 @@ def demo(
     from integration.settings import load_settings
 
     settings = load_settings(data_dir=data, http_port=http_port, dicom_port=dicom_port, mllp_port=mllp_port)
+    if settings.watch_dir is None:  # the demo's scanner drops its export here; the pipeline does the rest
+        settings.watch_dir = settings.data_dir / "demo" / "watch"
+        settings.watch_settle_s = 1.0  # the demo drops whole folders (a rename)
     case = DemoCase(seed=seed, profile=profile, fovs=fovs)
     code = run_service(
         settings,

@@ -1,8 +1,10 @@
 """`marrowlink demo`: the whole workflow on a virtual slide, through the real interfaces.
 
-An order arrives over MLLP (OML^O21), the virtual Metafer scans a smear of the ordered profile, the
-scan is imported as DICOM WSI, the AI analyses it, the results are stored as SEG/ANN/SR and the
-preliminary ORU^R01 goes to a LIS (a stand-in inside the process unless one is configured). Then the
+An order arrives over MLLP (OML^O21), the virtual Metafer scans a smear of the ordered profile and
+drops the export into the watch folder (``<data>/demo/watch``), and the unattended pipeline does the
+rest as it would for a real scanner: the scan is imported as DICOM WSI, the AI analyses it, the results
+are stored as SEG/ANN/SR and the preliminary ORU^R01 goes to a LIS (a stand-in inside the process unless
+one is configured). Then the
 server keeps running: the log prints the review page and the demo accounts' passwords, and a person who
 logs in, reviews and signs sees the final ORU^R01 reach the LIS stand-in in the same log. Research use
 only, not for clinical diagnosis.
@@ -96,63 +98,89 @@ async def start_lis_standin(components: Components, stack: AsyncExitStack) -> No
 
 
 def run_demo(components: Components, case: DemoCase) -> None:
-    """Order → scan → import → analyse → ORU, logging each step (runs once the server is up)."""
+    """Order → scan dropped into the watch folder → the pipeline imports, analyses and sends the ORU; each
+    step is logged as the slide reaches it (runs once the server is up)."""
     from hl7.mllp import send_message
-    from integration.scans import import_scan, study_uid_for
+    from integration.scans import study_uid_for
 
     settings = components.settings
-    store = components.store
     passwords = demo_users(components)
     log.info("1/5 order %s for slide %s over MLLP :%d", case.accession_number, case.barcode, settings.mllp_port)
     reply = asyncio.run(send_message("127.0.0.1", settings.mllp_port, demo_order(case)))
     log.info("    answer: %s", getattr(reply, "code", reply))
 
     study = study_uid_for(case.accession_number, settings.uid_root)
-    if store.study_exists(study):
+    if components.store.study_exists(study):
         log.info("2/5 slide already scanned and imported (study %s)", study)
     else:
         export = _scan(settings.data_dir / "demo" / f"scan-{case.seed}", case)
-        log.info("3/5 importing %s as DICOM WSI", export)
-        import_scan(
-            export, store, uid_root=settings.uid_root, accession_number=case.accession_number,
-            engine=components.engine, actor="demo", zone=settings.zone,
-        )  # fmt: skip
-
-    from ai.models import ModelError
-    from integration.analysis import AnalysisModels
-    from integration.workflow import Workflow
-
-    try:
-        models = AnalysisModels.load(settings.model_dir("seg"), settings.model_dir("cls"), settings.model_dir("aoi"))
-    except ModelError as exc:
-        log.warning("4/5 no trained models, analysis skipped: %s", exc)
-        _summary(settings, study, passwords)
-        return
-    log.info("4/5 analysing the captured regions (%s)", models.algorithm_version)
-    run = Workflow(components.engine, store, settings).analyse(study, models, actor="demo")
-    queued = run.outbox_id
-    critical = ", ".join(code for code, n in run.differential.critical.items() if n) or "none"
-    log.info("5/5 %d cells, critical forms: %s; ORU^R01 (P) queued as outbox #%s", run.cells, critical, queued)
-    if queued is not None:
-        _await_delivery(components, queued)
+        watch = settings.watch_dir or settings.data_dir / "demo" / "watch"
+        log.info("2/5 the scanner drops %s into the watch folder %s", export.name, watch)
+        _drop(export, watch)
+    _follow(components, case)
     _summary(settings, study, passwords)
 
 
-def _await_delivery(components: Components, entry_id: int, timeout: float = 60.0) -> None:
-    """Wait until the LIS acknowledged the ORU (the outbox row is 'sent'), so the demo shows it."""
+#: What the demo says when the slide reaches a stage (the pipeline does the work: integration.pipeline).
+_STAGES = {
+    "scanned": "3/5 the watch folder took the export; import queued",
+    "imported": "3/5 imported as DICOM WSI; analysis queued",
+    "analysing": "4/5 analysing the captured regions",
+    "preliminary": "5/5 results stored (SEG, annotations, SR); ORU^R01 (P) queued",
+    "preliminary_sent": "    the LIS acknowledged the ORU^R01 (P)",
+}
+_ORDER = ("ordered", "scanned", "imported", "analysing", "preliminary", "preliminary_sent")
+
+
+def _follow(components: Components, case: DemoCase, timeout: float = 900.0) -> None:
+    """Log the slide's stages until its preliminary result reached the LIS (or a step failed)."""
     import time
 
-    from hl7.outbox import SENT, Outbox
+    from sqlmodel import Session, select
 
-    outbox = Outbox(components.engine)
+    from integration.cases import Slide
+    from integration.jobs import Job, JobState
+
+    said: set[str] = set()
+    goal = "preliminary_sent" if components.settings.lis_destination else "preliminary"
     deadline = time.monotonic() + timeout
+    stage = ""
     while time.monotonic() < deadline:
-        row = outbox.get(entry_id)
-        if row is not None and row.state == SENT:
-            log.info("    the LIS acknowledged the ORU (outbox #%d sent)", entry_id)
+        with Session(components.engine) as session:
+            slide = session.exec(select(Slide).where(Slide.barcode == case.barcode)).first()
+            failed = session.exec(
+                select(Job).where(Job.barcode == case.barcode, Job.state == JobState.FAILED.value)
+            ).first()
+        stage = slide.stage if slide is not None else ""
+        for name, text in _STAGES.items():
+            if name not in said and _reached(stage, name):
+                said.add(name)
+                log.info(text)
+        if failed is not None:
+            log.warning("the %s step failed: %s (see `marrowlink jobs list`)", failed.step, failed.reason)
             return
-        time.sleep(0.2)
-    log.warning("    the ORU is still in the outbox (see `marrowlink hl7 outbox`)")
+        if _reached(stage, goal) or (stage and stage not in _ORDER and stage != "failed"):
+            return  # there, or people have taken over (in review, signed …)
+        time.sleep(0.5)
+    log.warning("the slide is still %s after %.0f s (see `marrowlink jobs list`)", stage, timeout)
+
+
+def _reached(stage: str, name: str) -> bool:
+    return stage in _ORDER and _ORDER.index(stage) >= _ORDER.index(name)
+
+
+def _drop(export: Path, watch: Path) -> None:
+    """As a scanner's export tool should: copy under a hidden name, then rename (the watcher takes it whole)."""
+    import shutil
+
+    watch.mkdir(parents=True, exist_ok=True)
+    target = watch / export.name
+    if target.exists():
+        return
+    hidden = watch / f".{export.name}.partial"
+    shutil.rmtree(hidden, ignore_errors=True)
+    shutil.copytree(export, hidden)
+    hidden.rename(target)
 
 
 def _scan(folder: Path, case: DemoCase) -> Path:
