@@ -237,9 +237,24 @@ QUIET_LOGGERS = ("alembic", "highdicom", "h5py", "PIL")
 
 def configure_logging() -> None:
     """The service's log tells the workflow's steps; libraries speak at WARNING and above."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=_log_stream()
+    )
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _log_stream():  # type: ignore[no-untyped-def]
+    """A stream on a duplicate of the process's stderr descriptor.
+
+    TensorFlow's start-up points descriptor 2 at /dev/null for a few seconds (ai.runtime, to keep its C++
+    chatter out); the service's other threads go on logging meanwhile (the HTTP server, MLLP, the pipeline)
+    and their lines must not be lost with TensorFlow's.
+    """
+    try:
+        return os.fdopen(os.dup(sys.stderr.fileno()), "w", buffering=1, encoding="utf-8", errors="backslashreplace")
+    except (AttributeError, OSError, ValueError):  # a stderr without a descriptor (captured by a test runner)
+        return sys.stderr
 
 
 def _http_worker_main(settings: Settings, sock: socket.socket, parent: int, number: int) -> None:

@@ -23,6 +23,9 @@ def test_demo_runs_the_whole_workflow(tmp_path: Path, tiny_models) -> None:
     log = out.stdout + out.stderr
     assert out.returncode == 0, log
     assert "answer: AA" in log  # the order was accepted over MLLP
+    # the scan goes through the watch folder and the pipeline; each stage is told, those logged while the job
+    # thread starts TensorFlow (which silences descriptor 2 for a moment) included
+    assert "the scanner drops scan-" in log and "3/5 imported as DICOM WSI" in log and "4/5 analysing" in log
     assert "5/5" in log and "ORU^R01 (P) queued" in log
     assert "LIS stand-in received ORU R01, result preliminary" in log
     assert "the LIS acknowledged the ORU" in log
