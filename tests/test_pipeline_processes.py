@@ -284,3 +284,32 @@ def test_workers_share_the_work_and_survive_a_killed_worker(  # type: ignore[no-
         assert "Celery workers via" in server.log()
     engine.dispose()
     _drop_queue(broker, queue)
+
+
+def test_watch_alone_imports_analyses_and_reports(tmp_path: Path, exports, tiny_models) -> None:  # type: ignore[no-untyped-def]
+    """`marrowlink watch DIR` without the listeners: the order reaches the index another way (here the
+    order handler on the same data dir, as `serve` on another machine would), the results go out from it."""
+    from integration.database import open_index
+    from tests.test_pipeline import place_order
+
+    watch, data = tmp_path / "watch", tmp_path / "data"
+    watch.mkdir()
+    folder, barcode = exports[1]
+    engine = open_index(f"sqlite:///{data / 'index.sqlite3'}")
+    place_order(engine, barcode, "ACC-WATCH")
+    lis_port = free_port()
+    environment = {**os.environ, **pipeline_env(tiny_models, lis_port)}
+    environment.pop("MARROWLINK_CONFIG", None)
+    with Hl7apyLis(lis_port) as lis, open(tmp_path / "watch.log", "wb") as log:
+        process = subprocess.Popen([MARROWLINK, "watch", str(watch), "--data", str(data)], stdout=log,
+                                   stderr=subprocess.STDOUT, env=environment)  # fmt: skip
+        try:
+            drop(folder, watch)
+            wait_until(lambda: all_sent(engine, [(folder, barcode)]), 180, "the slide to be sent",
+                       lambda: (tmp_path / "watch.log").read_text())  # fmt: skip
+            assert len(lis.received) == 1
+        finally:
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=30) == 0  # a clean stop
+    assert (watch / "done" / folder.name).is_dir()
+    engine.dispose()
