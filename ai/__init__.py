@@ -21,6 +21,7 @@ __all__ = [
     "CLASS_CODES",
     "CRITICAL_CODES",
     "QUALITY_CLASSES",
+    "SUPPORTED_PIXEL_SIZE_UM",
     "UNIDENTIFIED",
     "AoiModel",
     "Cell",
@@ -36,6 +37,7 @@ _LAZY = {
     "AoiModel": "ai.inference",
     "CellClassifier": "ai.inference",
     "CellSegmenter": "ai.inference",
+    "SUPPORTED_PIXEL_SIZE_UM": "ai.inference",
     "analyze_fovs": "ai.inference",
     "train": "ai.training",
 }

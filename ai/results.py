@@ -20,6 +20,8 @@ class Cell:
 
     `polygon` is an open ring (the first point is not repeated at the end), as DICOM ANN POLYGON wants.
     `cell_class` is a code from the classifier's model card, or UNIDENTIFIED below its confidence threshold.
+    `border`: the outline touches the image edge (`ai.cell_rules`), so part of the cell lies outside the
+    image; such a cell is shown and classified but, as on a microscope, not counted.
     """
 
     polygon: np.ndarray  # (N, 2) float32, x/y
@@ -29,14 +31,16 @@ class Cell:
     cell_class: str | None = None
     probability: float | None = None
     probabilities: np.ndarray | None = None
+    border: bool = False
 
     def to_json(self) -> dict:
-        """The `detect --json` shape: bbox, polygon, class, probability."""
+        """The `detect --json` shape: bbox, polygon, class, probability, border."""
         return {
             "bbox": [int(v) for v in self.bbox],
             "polygon": [[round(float(x), 1), round(float(y), 1)] for x, y in self.polygon],
             "class": self.cell_class,
             "probability": None if self.probability is None else round(float(self.probability), 4),
+            "border": bool(self.border),
         }
 
 
@@ -123,4 +127,7 @@ class Differential:
 
     @classmethod
     def from_detections(cls, detections: Iterable[CellDetections], **kwargs) -> Differential:
-        return cls.from_classes((c.cell_class for d in detections for c in d.cells), **kwargs)
+        """The differential of the cells found, without the cells cut by an image edge (`Cell.border`): a
+        reviewer skips those, since part of the cell is not seen and the neighbouring field may hold the rest;
+        counting them would count fragments, and some cells twice."""
+        return cls.from_classes((c.cell_class for d in detections for c in d.cells if not c.border), **kwargs)

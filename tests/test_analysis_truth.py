@@ -5,8 +5,10 @@ held-out seeds), measured with them on five profiles (seeds 9101-9105: apl, aml,
 lymphoma; 2026-11-26): a class's share was off by at most 7.0 percentage points (LYM in lymphoma;
 3.9 and 4.0 on the two slides here), so we allow 8. The segmenter found 88-94 % as many cells as the
 truth holds (the truth also counts slivers cut by the FOV edge and cells hidden under others), so the
-total must be within 15 %. Every critical form with at least 3 true cells must be flagged. These
-bounds are the models' present accuracy, not a goal: tighten them as the models improve.
+cells found must be within 15 % of it. The SR counts those of them not cut by their region's edge
+(ai.cell_rules; the truth lists FOVs, and a region may hold several, so its total is not compared).
+Every critical form with at least 3 true cells must be flagged. These bounds are the models' present
+accuracy, not a goal: tighten them as the models improve.
 """
 
 from __future__ import annotations
@@ -50,7 +52,9 @@ def test_sr_differential_matches_ground_truth(tmp_path: Path, seed: int, profile
 
     truth = _truth(export)
     true_total = sum(truth.values())
-    assert abs(report["total"] - true_total) <= TOTAL_TOLERANCE * true_total, (report["total"], true_total)
+    assert abs(run.cells - true_total) <= TOTAL_TOLERANCE * true_total, (run.cells, true_total)
+    cut = sum(cell.border for region in run.analysis.regions for cell in region.detections.cells)
+    assert report["total"] == run.cells - cut
     denominator = sum(n for code, n in truth.items() if code not in EXCLUDED)
     for code, true_count in truth.items():
         if code in EXCLUDED:

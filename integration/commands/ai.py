@@ -76,11 +76,12 @@ def detect_command(
 ) -> None:
     """Find and classify nucleated cells in any smear photo (resampled to the models' scale)."""
     from ai.data import read_rgb
-    from ai.inference import CellClassifier, CellSegmenter, analyze_fovs
+    from ai.inference import SUPPORTED_PIXEL_SIZE_UM, CellClassifier, CellSegmenter, analyze_fovs
     from ai.models import ModelError
 
-    if pixel_size <= 0:
-        _fail("--pixel-size must be positive (µm per pixel)")
+    low, high = SUPPORTED_PIXEL_SIZE_UM
+    if not low <= pixel_size <= high:
+        _fail(f"--pixel-size {pixel_size:g} µm is outside the supported range {low:g}-{high:g} µm per pixel")
     try:
         seg, cls = CellSegmenter.load(seg_model), CellClassifier.load(cls_model)
     except ModelError as exc:
@@ -104,10 +105,12 @@ def detect_command(
         return
     typer.echo("Research use only, not for clinical diagnosis.")
     for res in results:
-        typer.echo(f"\n{res['file']}: {len(res['cells'])} cells")
+        cut = sum(c["border"] for c in res["cells"])
+        typer.echo(f"\n{res['file']}: {len(res['cells'])} cells, {cut} cut by the image edge (not counted)")
         typer.echo(f"{'#':>4}  {'class':<13}{'prob':>6}  bbox")
         for i, c in enumerate(res["cells"], start=1):
-            typer.echo(f"{i:>4}  {c['class']:<13}{c['probability']:>6.2f}  {c['bbox']}")
+            edge = "  (edge)" if c["border"] else ""
+            typer.echo(f"{i:>4}  {c['class']:<13}{c['probability']:>6.2f}  {c['bbox']}{edge}")
 
 
 def evaluate_command(
