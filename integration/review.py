@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from sqlalchemy import Column, Text, func
+from sqlalchemy import Column, ColumnElement, Text, func
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from integration.cases import utcnow
@@ -72,6 +72,9 @@ class CellRow(SQLModel, table=True):
     probabilities: str = Field(default="{}", sa_column=Column(Text, nullable=False, server_default="{}"))
     reviewed_class: str | None = Field(default=None, max_length=20)
     deleted: bool = False
+    #: Cut by the edge of its analysed image (ai.results.Cell.border): shown in the viewer, never counted
+    #: and not in the gallery, as a reviewer skips a cell only partly in the field.
+    border: bool = False
     added_by: str = Field(default="", max_length=200)
     updated_at: datetime = Field(default_factory=utcnow)
 
@@ -117,10 +120,16 @@ def cell_row(
     )
 
 
+def counted() -> ColumnElement[bool]:
+    """The cells that count (in the differential, the gallery and the sign-off): not deleted, not cut by an edge."""
+    return (CellRow.deleted == False) & (CellRow.border == False)  # noqa: E712 (SQL, not Python)
+
+
 def run_cells(session: Session, run_id: int, *, include_deleted: bool = False) -> list[CellRow]:
+    """The run's counted cells (with `include_deleted`: every cell, deleted and edge-cut ones too)."""
     query = select(CellRow).where(CellRow.run_id == run_id).order_by(col(CellRow.id))
     if not include_deleted:
-        query = query.where(CellRow.deleted == False)  # noqa: E712 (SQL, not Python)
+        query = query.where(counted())
     return list(session.exec(query).all())
 
 
@@ -128,11 +137,7 @@ def class_counts(session: Session, run_id: int) -> dict[str | None, int]:
     """How many cells of a run count as each class now (None: unidentified), counted by the database:
     a slide has up to ~12,000 cells and the worklist asks this for every case."""
     current = func.coalesce(CellRow.reviewed_class, CellRow.predicted_class)
-    query = (
-        select(current, func.count())
-        .where(CellRow.run_id == run_id, CellRow.deleted == False)  # noqa: E712 (SQL, not Python)
-        .group_by(current)
-    )
+    query = select(current, func.count()).where(CellRow.run_id == run_id, counted()).group_by(current)
     return {cls: int(n) for cls, n in session.exec(query).all()}
 
 
@@ -144,15 +149,17 @@ def review_changes(session: Session, run_id: int, now: dict[str | None, int]) ->
     ai_class = CellRow.predicted_class
     ai_counts = dict(
         session.exec(
-            select(ai_class, func.count()).where(CellRow.run_id == run_id, CellRow.added_by == "").group_by(ai_class)
+            select(ai_class, func.count())
+            .where(CellRow.run_id == run_id, CellRow.added_by == "", CellRow.border == False)  # noqa: E712
+            .group_by(ai_class)
         ).all()
     )
     changed = (CellRow.reviewed_class != None) & (  # noqa: E711 (SQL)
         (CellRow.predicted_class == None) | (CellRow.reviewed_class != CellRow.predicted_class)  # noqa: E711
     )
-    base = select(func.count()).where(CellRow.run_id == run_id)
+    base = select(func.count()).where(CellRow.run_id == run_id, CellRow.border == False)  # noqa: E712
     return {
-        "reclassified": session.exec(base.where(changed, CellRow.added_by == "", CellRow.deleted == False)).one(),  # noqa: E712
+        "reclassified": session.exec(base.where(changed, CellRow.added_by == "", counted())).one(),
         "deleted": session.exec(base.where(CellRow.deleted == True, CellRow.added_by == "")).one(),  # noqa: E712
         "added": session.exec(base.where(CellRow.added_by != "", CellRow.deleted == False)).one(),  # noqa: E712
         "counts": {

@@ -29,6 +29,7 @@ from integration.review import (
     case_reports,
     class_counts,
     classes_of,
+    counted,
     latest_report,
     review_changes,
     run_regions,
@@ -160,7 +161,7 @@ class ReviewAdapter(PipelineOperations):
     def cells(self, accession: str, *, cls: str | None, limit: int, after: int) -> list[dict[str, Any]]:
         with Session(self.engine) as session:
             run = self._run(session, accession)
-            query = select(CellRow).where(CellRow.run_id == run.id, CellRow.deleted == False, CellRow.id > after)  # noqa: E712
+            query = select(CellRow).where(CellRow.run_id == run.id, counted(), CellRow.id > after)
             if cls == UNIDENTIFIED:
                 query = query.where(
                     (CellRow.reviewed_class == None) & (CellRow.predicted_class == None)  # noqa: E711
@@ -184,7 +185,7 @@ class ReviewAdapter(PipelineOperations):
         with Session(self.engine) as session:
             query = select(CellRow).where(
                 CellRow.run_id == run.id,
-                CellRow.deleted == False,  # noqa: E712
+                counted(),
                 CellRow.region_column + CellRow.x0 <= column,
                 CellRow.region_column + CellRow.x1 > column,
                 CellRow.region_row + CellRow.y0 <= row,

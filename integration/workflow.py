@@ -246,6 +246,7 @@ class Workflow:
                             predicted_class=None if cell.cell_class == UNIDENTIFIED else cell.cell_class,
                             probability=None if cell.probability is None else float(cell.probability),
                             probabilities=_top(cell.probabilities, run.classes),
+                            border=bool(getattr(cell, "border", False)),
                         )
                     )
             session.add_all(rows)
