@@ -82,26 +82,85 @@ def pixel_size_um(header) -> float:  # type: ignore[no-untyped-def]
     return float(spacing[0]) * 1000.0
 
 
+#: The largest window analysed at once, pixels a side. An island of adjacent FOVs (a scan list clusters
+#: them) can span 12,000 x 32,000 px, mostly background between the FOVs: analysed whole it took 18 GiB
+#: at its peak and 2.5 times the pixels that were captured. Windows of this size bound the memory and
+#: skip what was not captured.
+WINDOW_SIDE = 4096
+#: How far windows reach past their core: more than the radius of the largest cell at 40x (~250 px
+#: across), so a cell whose centre lies in a window's core lies whole in that window.
+WINDOW_MARGIN = 256
+
+
+@dataclass(frozen=True)
+class Window:
+    """A rectangle analysed at once: `region` is what is read (core + margin, within the island); cells
+    count in this window when their centre lies in `core` (region-local x0, y0, x1, y1) on a captured tile."""
+
+    region: Region
+    core: tuple[int, int, int, int]
+
+    def owns(self, x: float, y: float) -> bool:
+        x0, y0, x1, y1 = self.core
+        return x0 <= x < x1 and y0 <= y < y1 and self.region.covers(x, y)
+
+
+def analysis_windows(regions: list[Region], side: int = WINDOW_SIDE, margin: int = WINDOW_MARGIN) -> list[Window]:
+    """The windows that cover the captured tiles of every region, cores tiling each region without overlap.
+
+    A region that fits in one window is one window. Cores are whole tiles; a window whose core holds no
+    captured tile is left out (its margins belong to neighbours that are analysed).
+    """
+    windows = []
+    for region in regions:
+        if region.width <= side and region.height <= side:
+            windows.append(Window(region, (0, 0, region.width, region.height)))
+            continue
+        size = region.tile_size
+        step = max(size, (side - 2 * margin) // size * size)
+        for top in range(0, region.height, step):
+            for left in range(0, region.width, step):
+                core = (left, top, min(left + step, region.width), min(top + step, region.height))
+                x0, y0 = max(0, core[0] - margin), max(0, core[1] - margin)
+                x1, y1 = min(region.width, core[2] + margin), min(region.height, core[3] + margin)
+                column, row = region.column + x0, region.row + y0
+                inside = frozenset(
+                    (r, c) for r, c in region.tiles
+                    if column <= c * size < region.column + x1 and row <= r * size < region.row + y1
+                )  # fmt: skip
+                in_core = any(
+                    region.column + core[0] <= c * size < region.column + core[2]
+                    and region.row + core[1] <= r * size < region.row + core[3]
+                    for r, c in inside
+                )
+                if not in_core:
+                    continue
+                window = Region(column=column, row=row, width=x1 - x0, height=y1 - y0, tiles=inside, tile_size=size)
+                windows.append(Window(window, (core[0] - x0, core[1] - y0, core[2] - x0, core[3] - y0)))
+    return windows
+
+
 def find_cells(
     slide: StoredSlide,
     models: AnalysisModels,
     *,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[list[RegionResult], float]:
-    """Segment and classify every captured region; each tile decoded once, regions batched."""
+    """Segment and classify every captured window (`analysis_windows`); each tile decoded once per window
+    that reads it, windows batched. `progress` is told each batch's number of windows."""
     header = slide.header()
     px = pixel_size_um(header)
     positions = slide.tile_positions()
-    regions = slide.regions()
+    windows = analysis_windows(slide.regions())
     results: list[RegionResult] = []
-    for start in range(0, len(regions), REGION_BATCH):
-        batch = regions[start : start + REGION_BATCH]
-        images = [slide.read_region(region, positions) for region in batch]
+    for start in range(0, len(windows), REGION_BATCH):
+        batch = windows[start : start + REGION_BATCH]
+        images = [slide.read_region(window.region, positions) for window in batch]
         detections = models.segmenter.segment(images, px)  # type: ignore[attr-defined]
-        for region, found in zip(batch, detections, strict=True):
-            found.cells = [cell for cell in found.cells if region.covers(*_centre(cell))]
+        for window, found in zip(batch, detections, strict=True):
+            found.cells = [cell for cell in found.cells if window.owns(*_centre(cell))]
         models.classifier.classify_cells(images, detections)  # type: ignore[attr-defined]
-        results.extend(RegionResult(region, found) for region, found in zip(batch, detections, strict=True))
+        results.extend(RegionResult(w.region, found) for w, found in zip(batch, detections, strict=True))
         if progress:
             progress(len(batch))
     return results, px

@@ -101,3 +101,37 @@ def test_cli_analyze_unknown_study_is_a_clear_error(tmp_path: Path, tiny_models)
     )  # fmt: skip
     assert out.returncode == 2
     assert "holds no VL Whole Slide Microscopy images" in out.stderr
+
+
+def test_large_islands_are_analysed_in_windows_that_own_each_point_once() -> None:
+    """An island of adjacent FOVs spanning 12,288 x 8,192 px, half of it not captured: windows of at most
+    4,096 px a side plus margins; every captured point belongs to exactly one window; uncaptured cores are
+    skipped."""
+    import numpy as np
+
+    from dicom_store.slides import Region
+    from integration.analysis import WINDOW_MARGIN, WINDOW_SIDE, analysis_windows
+
+    size = 256
+    rng = np.random.default_rng(5)
+    tiles = frozenset((r, c) for r in range(32) for c in range(48) if (c < 24 or r < 8) and rng.random() < 0.9)
+    island = Region(column=0, row=0, width=48 * size, height=32 * size, tiles=tiles, tile_size=size)
+    windows = analysis_windows([island])
+    assert all(w.region.width <= WINDOW_SIDE + 2 * WINDOW_MARGIN for w in windows)
+    assert all(w.region.height <= WINDOW_SIDE + 2 * WINDOW_MARGIN for w in windows)
+    # the empty quarter is not read: no window reaches deep into it
+    deep = (44 * size, 28 * size)
+    assert not any(
+        w.region.column <= deep[0] < w.region.column + w.region.width
+        and w.region.row <= deep[1] < w.region.row + w.region.height
+        for w in windows
+    )
+    for r, c in sorted(tiles)[::7]:
+        for dx, dy in ((1, 1), (size - 2, size - 2)):
+            x, y = c * size + dx, r * size + dy
+            owners = [
+                w for w in windows if w.owns(x - (w.region.column - island.column), y - (w.region.row - island.row))
+            ]
+            assert len(owners) == 1, (r, c, len(owners))
+    small = Region(column=0, row=0, width=2048, height=1536, tiles=frozenset({(0, 0)}), tile_size=size)
+    assert [w.region for w in analysis_windows([small])] == [small]

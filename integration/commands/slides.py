@@ -74,8 +74,9 @@ def analyze_command(
             aoi_model or settings.model_dir("aoi"),
         )
         from dicom_store.slides import StoredSlide
+        from integration.analysis import analysis_windows
 
-        regions = len(StoredSlide.find(components.store, study).regions())
+        regions = len(analysis_windows(StoredSlide.find(components.store, study).regions()))
         with Progress() as progress:
             task = progress.add_task("analysing regions", total=regions)
             run = Workflow(components.engine, components.store, settings).analyse(
