@@ -27,6 +27,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 
 from acquisition.timestamps import stored_iso, stored_utc
 from integration.cases import utcnow
+from integration.processes import pid_alive
 
 
 class JobState(StrEnum):
@@ -91,13 +92,7 @@ def owner_is_gone(owner: str) -> bool:
         return False
     if int(pid) == os.getpid():
         return False  # ours: a thread of this process runs it
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not pid_alive(int(pid))
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from sqlalchemy import Engine
 
 from dicom_store import Store
 from integration.database import create_index_engine, open_index
+from integration.processes import pid_alive
 from integration.settings import Settings
 
 log = logging.getLogger("marrowlink")
@@ -370,23 +371,13 @@ def shared_metrics_dir(settings: Settings, workers: int) -> Path | None:
     run = settings.data_dir / "run"
     for old in run.glob("metrics-*"):
         pid = old.name.removeprefix("metrics-")
-        if pid.isdigit() and not _pid_alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     path = run / f"metrics-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
     path.mkdir(parents=True)
     os.environ[METRICS_ENV] = str(path)
     return path
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _metrics_process_dead(pid: int | None) -> None:
